@@ -1,0 +1,225 @@
+"""Showing results: the progress bar, the comparison tables, the verdict, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from scaler import __version__
+from scaler.stats import RunResult
+from scaler.supervisor import Strategy
+from scaler.workload import WorkKind, WorkSpec
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, one task per strategy."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description:<16}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def start(self, strategy: Strategy, total: int) -> None:
+        if self._task is None and not self._progress.live.is_started:
+            self._progress.start()
+        label = f"{strategy.name} {strategy.procs}×{strategy.limit}"
+        self._task = self._progress.add_task(label, total=total)
+
+    def update(self, processed: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=processed)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._progress.refresh()
+        self._task = None
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def document(
+    results: Sequence[RunResult], workload: dict[str, Any], exit_code: int
+) -> dict[str, Any]:
+    """The ``--json`` document."""
+    return {
+        "version": __version__,
+        "workload": workload,
+        "runs": [r.to_json() for r in results],
+        "verdict": verdict(results, workload.get("work", "")),
+        "exit_code": exit_code,
+    }
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def throughput_table(results: Sequence[RunResult]) -> Table:
+    table = Table(title="Throughput", title_justify="left")
+    for header in ("strategy", "procs×limit", "published", "processed", "lost"):
+        table.add_column(header, justify="left" if header == "strategy" else "right")
+    for header in ("wall s", "ideal s", "msg/s", "eff. conc.", "efficiency"):
+        table.add_column(header, justify="right")
+    for r in results:
+        lost = f"[bold red]{r.lost:,}[/]" if r.lost else "0"
+        table.add_row(
+            r.strategy + (" (partial)" if r.interrupted or r.timed_out else ""),
+            f"{r.procs}×{r.limit}",
+            f"{r.published:,}",
+            f"{r.processed:,}",
+            lost,
+            f"{r.wall_s:.2f}",
+            f"{r.ideal_wall_s:.2f}",
+            f"{r.throughput:,.0f}",
+            f"{r.effective_concurrency:.1f}",
+            f"{r.efficiency:.0%}",
+        )
+    return table
+
+
+def detail_table(results: Sequence[RunResult]) -> Table:
+    table = Table(title="Latency (end to end, ms) and processes", title_justify="left")
+    table.add_column("strategy")
+    for header in ("p50", "p90", "p99", "max", "msgs/proc", "max/mean"):
+        table.add_column(header, justify="right")
+    for header in ("CPU s", "RSS MB"):
+        table.add_column(header, justify="right")
+    for r in results:
+        latency = r.latency_ms
+        spread = r.spread
+        table.add_row(
+            r.strategy,
+            _ms(latency["p50"]),
+            _ms(latency["p90"]),
+            _ms(latency["p99"]),
+            _ms(latency["max"]),
+            f"{spread['min']:,.0f}-{spread['max']:,.0f}",
+            f"{spread['max_over_mean']:.2f}",
+            f"{r.cpu_s:.2f}",
+            f"{r.max_rss_mb:.0f}",
+        )
+    return table
+
+
+def verdict(results: Sequence[RunResult], work: str) -> list[str]:
+    """A few plain sentences on which strategy won and why, from the numbers."""
+    ran = [r for r in results if r.processed]
+    if not ran:
+        return ["No strategy processed any message, so there is nothing to compare."]
+    lines = []
+    best = max(ran, key=lambda r: r.throughput)
+    rest = sorted((r for r in ran if r is not best), key=lambda r: -r.throughput)
+    shape = f"{best.procs}×{best.limit}"
+    head = f"{best.strategy} ({shape}) was fastest at {best.throughput:,.0f} msg/s"
+    if rest:
+        runner = rest[0]
+        ratio = (
+            best.throughput / runner.throughput if runner.throughput else float("inf")
+        )
+        head += f", {ratio:.1f}× {runner.strategy} ({runner.throughput:,.0f} msg/s)"
+    lines.append(head + ".")
+    lines.append(_why(ran, work))
+    lines.append(_gap(best))
+    for r in results:
+        if r.lost:
+            dead = (
+                f"; workers that died: {', '.join(r.dead_workers)}"
+                if r.dead_workers
+                else ""
+            )
+            lines.append(
+                f"{r.strategy} lost {r.lost:,} of {r.published:,} messages{dead}."
+            )
+    return lines
+
+
+def _why(ran: Sequence[RunResult], work: str) -> str:
+    by_name = {r.strategy: r for r in ran}
+    try:
+        kind = WorkSpec.parse(work).kind
+    except ValueError:
+        kind = None
+    inproc = by_name.get("in-subscription")
+    procs = by_name.get("queue-group")
+    cores = os.cpu_count() or 1
+    if kind is WorkKind.CPU:
+        parts = [
+            "The work is CPU-bound: one process runs one message's Python at a time"
+        ]
+        if inproc:
+            parts.append(
+                f"so {inproc.limit} in-subscription slots kept only "
+                f"{inproc.effective_concurrency:.1f} busy"
+            )
+        if procs:
+            parts.append(
+                f"while {procs.procs} processes kept {procs.effective_concurrency:.1f} "
+                f"busy on {cores} cores"
+            )
+        return (
+            ", ".join(parts) + "; only more processes (up to the cores) add throughput."
+        )
+    if kind is WorkKind.SLEEP:
+        parts = ["The work is I/O-bound (waiting, not computing)"]
+        if inproc:
+            parts.append(
+                f"so one process overlapped {inproc.effective_concurrency:.1f} of its "
+                f"{inproc.limit} slots on average"
+            )
+        if procs:
+            parts.append(
+                f"while {procs.procs} single-slot processes overlapped "
+                f"{procs.effective_concurrency:.1f}"
+            )
+        return (
+            ", ".join(parts)
+            + "; concurrency inside a subscription scales it without more processes."
+        )
+    return (
+        "With no work per message, throughput measures the cost of handling "
+        "messages: extra slots or processes only add overhead unless the client "
+        "itself is the bottleneck."
+    )
+
+
+def _gap(r: RunResult) -> str:
+    if r.wall_s <= 0 or r.ideal_wall_s <= 0:
+        return f"{r.strategy} took {r.wall_s:.2f} s."
+    uneven = max(r.distributed_wall_s - r.ideal_wall_s, 0.0)
+    overhead = max(r.wall_s - max(r.distributed_wall_s, r.ideal_wall_s), 0.0)
+    return (
+        f"{r.strategy} took {r.wall_s:.2f} s against {r.ideal_wall_s:.2f} s for a "
+        f"perfect dispatcher on {r.slots} slots: {uneven:.2f} s from uneven "
+        f"distribution, {overhead:.2f} s of overhead (publishing, delivery, scheduling)."
+    )
+
+
+def print_report(console: Console, results: Sequence[RunResult], work: str) -> None:
+    console.print(throughput_table(results))
+    console.print(detail_table(results))
+    for line in verdict(results, work):
+        console.print(line, highlight=False)

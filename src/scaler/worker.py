@@ -1,0 +1,306 @@
+"""The worker: one process, one queue-group subscription, bounded concurrency.
+
+Runs in its own interpreter, started by ``scaler run``, by a Procfile
+manager or by hand.  It creates its own event loop, subscribes to the
+subject in a queue group, and works at most ``limit`` messages at a time.
+
+The bound is a fixed set of ``limit`` long-lived tasks reading from a
+queue of ``limit`` places, fed by the subscription's callback.  That is
+the same "at most L in flight" as a semaphore around a task per message,
+without creating a task and waiting on a semaphore for every message.
+When every task is busy and the queue is full, the callback waits, so the
+backlog stays in the client's pending buffer, where nats-py's slow
+consumer limits apply.
+
+stdout carries only protocol records (see :mod:`scaler.protocol`);
+logging goes to stderr.  On SIGTERM or SIGINT the worker stops taking
+messages, finishes what it holds within ``GRACE_S``, writes its summary
+and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from hdrh.histogram import HdrHistogram
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import SlowConsumerError
+
+from scaler import payload, protocol
+from scaler.protocol import Counters, Progress, Ready, Summary
+from scaler.server import connect
+from scaler.workload import WorkSpec
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 4.0  # to finish in-flight work; under honcho's and foreman's 5 s
+PROGRESS_INTERVAL_S = 0.25
+HISTOGRAM_MAX_US = 3_600_000_000  # one hour
+HISTOGRAM_DIGITS = 2  # significant digits: 1 % resolution
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    server: str
+    token: str | None
+    subject: str
+    queue: str
+    limit: int
+    work: WorkSpec
+    run: str | None = None  # None: take any run's messages
+    parent_pid: int | None = None  # stop when this process goes away
+
+
+class Channel:
+    """The protocol channel: the real stdout, written one flushed line a record.
+
+    Once it is opened, file descriptor 1 and ``sys.stdout`` point at
+    stderr, so a stray ``print`` cannot corrupt the channel.
+    """
+
+    def __init__(self) -> None:
+        self._out: TextIO = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+
+    def send(self, record: protocol.Record) -> None:
+        self._out.write(protocol.encode(record) + "\n")
+        self._out.flush()
+
+
+class Consumer:
+    """Works one run's messages, at most ``limit`` at a time; keeps the books."""
+
+    def __init__(self, run: str | None, limit: int, handler: Handler) -> None:
+        self.run = run.encode() if run else None
+        self.limit = limit
+        self.counters = Counters()
+        self.in_flight = 0
+        self.service_s = 0.0
+        self.first_done_ns = 0
+        self.last_done_ns = 0
+        self._handler = handler
+        self._queue: asyncio.Queue[tuple[payload.Stamped, Msg]] = asyncio.Queue(limit)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seen = bytearray()  # 1 at index seq once seq is done here
+        self._done = array("I")  # seq, service µs, seq, service µs, ...
+        self._latency_us = array("q")
+        self._wait_us = array("q")
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._serve()) for _ in range(self.limit)]
+
+    async def on_message(self, msg: Msg) -> None:
+        """The subscription's callback: sort, count, and hand over."""
+        stamped = payload.decode(msg.data)
+        if stamped is None or (self.run is not None and stamped.run != self.run):
+            self.counters.foreign += 1
+            return
+        if self.run is None:
+            self.run = stamped.run  # the first run seen is the one this worker serves
+        self.counters.received += 1
+        await self._queue.put((stamped, msg))
+
+    async def _serve(self) -> None:
+        queue, handler, counters = self._queue, self._handler, self.counters
+        while True:
+            stamped, msg = await queue.get()
+            self.in_flight += 1
+            started_ns = time.time_ns()
+            try:
+                await handler(msg)
+            except Exception:
+                counters.errors += 1
+                log.debug("work raised on seq %d", stamped.seq, exc_info=True)
+            finished_ns = time.time_ns()
+            self.in_flight -= 1
+            self._record(stamped, started_ns, finished_ns)
+            queue.task_done()
+
+    def _record(
+        self, stamped: payload.Stamped, started_ns: int, finished_ns: int
+    ) -> None:
+        seq = stamped.seq
+        counters = self.counters
+        counters.processed += 1
+        seen = self._seen
+        if seq >= len(seen):
+            seen.extend(bytes(max(seq + 1 - len(seen), len(seen))))
+        if seen[seq]:
+            counters.duplicates += 1
+            return
+        seen[seq] = 1
+        service_ns = finished_ns - started_ns
+        self.service_s += service_ns / 1e9
+        self._done.append(seq)
+        self._done.append(min(service_ns // 1000, 0xFFFFFFFF))
+        self._latency_us.append((finished_ns - stamped.sent_ns) // 1000)
+        self._wait_us.append((started_ns - stamped.sent_ns) // 1000)
+        if not self.first_done_ns:
+            self.first_done_ns = finished_ns
+        self.last_done_ns = finished_ns
+
+    def take_done(self) -> str:
+        """The completions since the last call, encoded for a record."""
+        done, self._done = self._done, array("I")
+        return protocol.encode_done(done)
+
+    async def finish(self, sub: Subscription, grace_s: float) -> int:
+        """Stop taking messages, finish those held within ``grace_s``.
+
+        Returns how many were abandoned: received or still pending in the
+        client, but unfinished when the grace period ran out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        with contextlib.suppress(TimeoutError):
+            # Unsubscribe, then hand every pending message to on_message.
+            await asyncio.wait_for(sub.drain(), grace_s)  # type: ignore[no-untyped-call]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), max(0.0, deadline - loop.time()))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        unfinished = self.counters.received - self.counters.processed
+        return unfinished + sub.pending_msgs
+
+    def histograms(self) -> tuple[str, str]:
+        """Latency and wait, as encoded HdrHistograms (µs)."""
+        return _histogram(self._latency_us), _histogram(self._wait_us)
+
+
+def _histogram(values: array[int]) -> str:
+    histogram = HdrHistogram(1, HISTOGRAM_MAX_US, HISTOGRAM_DIGITS)
+    for value in values:
+        histogram.record_value(min(max(value, 1), HISTOGRAM_MAX_US))
+    encoded: bytes = histogram.encode()
+    return encoded.decode("ascii")
+
+
+def work_handler(work: WorkSpec) -> Handler:
+    """The built-in handler: the message's cost as ``work`` describes it."""
+    perform = work.perform
+
+    async def handle(msg: Msg) -> None:
+        await perform()
+
+    return handle
+
+
+async def run(config: WorkerConfig, handler: Handler | None = None) -> int:
+    """The worker's main coroutine; returns the process exit code."""
+    channel = Channel()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    consumer = Consumer(config.run, config.limit, handler or work_handler(config.work))
+
+    async def on_error(exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            consumer.counters.slow_consumer += 1
+        else:
+            log.warning("%s: NATS error: %s", config.name, exc)
+
+    async def on_disconnect() -> None:
+        log.warning("%s: disconnected from NATS", config.name)
+
+    nc: Client = await connect(
+        config.server,
+        config.token,
+        name=config.name,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+    )
+    consumer.start()
+    sub = await nc.subscribe(config.subject, queue=config.queue, cb=consumer.on_message)
+    await nc.flush()
+    host = socket.gethostname()
+    channel.send(Ready(config.name, os.getpid(), config.run or "", config.limit, host))
+    log.info("%s ready (pid=%d, limit=%d)", config.name, os.getpid(), config.limit)
+
+    reporter = asyncio.create_task(_report(channel, config, consumer, sub, stop))
+    await stop.wait()
+
+    log.info("%s stopping", config.name)
+    abandoned = await consumer.finish(sub, GRACE_S)
+    reporter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reporter
+    cpu_s = time.process_time()
+    latency, wait = consumer.histograms()
+    channel.send(
+        Summary(
+            worker=config.name,
+            pid=os.getpid(),
+            run=(consumer.run or b"").decode(),
+            counters=consumer.counters,
+            limit=config.limit,
+            abandoned=abandoned,
+            done=consumer.take_done(),
+            first_done_ns=consumer.first_done_ns,
+            last_done_ns=consumer.last_done_ns,
+            service_s=consumer.service_s,
+            latency_us=latency,
+            wait_us=wait,
+            cpu_s=cpu_s,
+            max_rss_mb=_max_rss_mb(),
+            host=host,
+        )
+    )
+    with contextlib.suppress(Exception):
+        await nc.close()
+    if abandoned:
+        log.warning("%s abandoned %d messages at shutdown", config.name, abandoned)
+    log.info("%s stopped", config.name)
+    return 0
+
+
+async def _report(
+    channel: Channel,
+    config: WorkerConfig,
+    consumer: Consumer,
+    sub: Subscription,
+    stop: asyncio.Event,
+) -> None:
+    """Send a progress record every PROGRESS_INTERVAL_S; watch the parent."""
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL_S)
+        channel.send(
+            Progress(
+                worker=config.name,
+                run=(consumer.run or b"").decode(),
+                counters=consumer.counters,
+                in_flight=consumer.in_flight,
+                pending=sub.pending_msgs,
+                done=consumer.take_done(),
+                last_done_ns=consumer.last_done_ns,
+            )
+        )
+        if config.parent_pid is not None and os.getppid() != config.parent_pid:
+            log.warning("%s: parent process went away; stopping", config.name)
+            stop.set()
+
+
+def _max_rss_mb() -> float:
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return max_rss / (1024 * 1024) if sys.platform == "darwin" else max_rss / 1024
