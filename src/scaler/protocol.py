@@ -15,6 +15,13 @@ of a Procfile manager.
 ``summary``
     The final counters, the last ``done`` batch, latency and wait
     histograms, CPU time and peak memory.  Written once, on the way out.
+
+One more kind comes from the publisher rather than a worker:
+
+``published``
+    How many messages a run published, and when; written by
+    ``scaler load`` so that a reader of the combined output of all the
+    processes can tell what was lost.
 """
 
 from __future__ import annotations
@@ -89,9 +96,21 @@ class Summary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Ready | Progress | Summary
-_KINDS: dict[str, type[Ready] | type[Progress] | type[Summary]] = {
-    cls.kind: cls for cls in (Ready, Progress, Summary)
+@dataclass
+class Published:
+    kind: ClassVar[str] = "published"
+    run: str
+    count: int
+    started_ns: int  # wall clock at the first publish
+    finished_ns: int  # wall clock once the server had them all
+    subject: str = ""
+    work: str = ""
+    workers: int = 0  # workers that were ready when publishing began
+
+
+Record = Ready | Progress | Summary | Published
+_KINDS: dict[str, type[Record]] = {
+    cls.kind: cls for cls in (Ready, Progress, Summary, Published)
 }
 
 

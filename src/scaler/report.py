@@ -213,8 +213,9 @@ def _gap(r: RunResult) -> str:
     overhead = max(r.wall_s - max(r.distributed_wall_s, r.ideal_wall_s), 0.0)
     return (
         f"{r.strategy} took {r.wall_s:.2f} s against {r.ideal_wall_s:.2f} s for a "
-        f"perfect dispatcher on {r.slots} slots: {uneven:.2f} s from uneven "
-        f"distribution, {overhead:.2f} s of overhead (publishing, delivery, scheduling)."
+        f"perfect dispatcher on {r.slots} slots: {uneven:.2f} s from "
+        f"uneven distribution, {overhead:.2f} s of overhead "
+        "(publishing, delivery, scheduling)."
     )
 
 
