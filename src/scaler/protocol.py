@@ -73,6 +73,7 @@ class Progress:
     pending: int = 0  # messages buffered in the client, not yet taken
     done: str = ""  # see encode_done
     last_done_ns: int = 0  # wall clock when the latest message finished
+    host: str = ""
 
 
 @dataclass

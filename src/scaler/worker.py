@@ -237,7 +237,7 @@ async def run(config: WorkerConfig, handler: Handler | None = None) -> int:
     channel.send(Ready(config.name, os.getpid(), config.run or "", config.limit, host))
     log.info("%s ready (pid=%d, limit=%d)", config.name, os.getpid(), config.limit)
 
-    reporter = asyncio.create_task(_report(channel, config, consumer, sub, stop))
+    reporter = asyncio.create_task(_report(channel, config, consumer, sub, stop, host))
     await stop.wait()
 
     log.info("%s stopping", config.name)
@@ -280,6 +280,7 @@ async def _report(
     consumer: Consumer,
     sub: Subscription,
     stop: asyncio.Event,
+    host: str,
 ) -> None:
     """Send a progress record every PROGRESS_INTERVAL_S; watch the parent."""
     while True:
@@ -293,6 +294,7 @@ async def _report(
                 pending=sub.pending_msgs,
                 done=consumer.take_done(),
                 last_done_ns=consumer.last_done_ns,
+                host=host,
             )
         )
         if config.parent_pid is not None and os.getppid() != config.parent_pid:
