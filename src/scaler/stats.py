@@ -130,6 +130,19 @@ class WorkerOutcome:
         return protocol.Counters()
 
     @property
+    def busy(self) -> bool:
+        """Holds messages, by its latest progress record."""
+        progress = self.progress
+        if progress is None:
+            return False
+        counters = progress.counters
+        return bool(
+            progress.in_flight
+            or progress.pending
+            or counters.received > counters.processed
+        )
+
+    @property
     def last_done_ns(self) -> int:
         if self.summary is not None:
             return self.summary.last_done_ns

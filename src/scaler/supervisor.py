@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import signal
@@ -25,7 +24,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from nats.aio.client import Client
@@ -36,26 +34,16 @@ from scaler.protocol import Progress, ProtocolError, Ready, Summary
 from scaler.publisher import publish
 from scaler.server import stop_process
 from scaler.stats import Ledger, RunResult, WorkerOutcome, summarize
+from scaler.tracking import Outcome, wait_changed, wait_until_done
 from scaler.worker import GRACE_S
 from scaler.workload import WorkSpec
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 20.0  # from spawn to "ready", for every worker at once
-QUIESCE_S = 1.0  # all idle and nothing new for this long: the rest is lost
 STOP_WAIT_S = GRACE_S + 2.0  # SIGTERM -> SIGKILL, past the worker's own grace
 STDERR_TAIL = 20  # lines of a worker's stderr kept for error messages
 LINE_LIMIT = 256 * 1024 * 1024  # bytes: a summary's done batch can be large
-
-
-class Outcome(StrEnum):
-    """Why waiting for a strategy's messages ended."""
-
-    COMPLETE = "complete"
-    QUIESCENT = "quiescent"  # everyone idle, messages still missing
-    NO_WORKERS = "no-workers"
-    TIMEOUT = "timeout"
-    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -117,19 +105,6 @@ class WorkerProcess:
     @property
     def name(self) -> str:
         return self.outcome.name
-
-    @property
-    def busy(self) -> bool:
-        """Holds messages, by its latest progress record."""
-        progress = self.outcome.progress
-        if progress is None:
-            return False
-        counters = progress.counters
-        return bool(
-            progress.in_flight
-            or progress.pending
-            or counters.received > counters.processed
-        )
 
     async def start(self, argv: list[str], env: dict[str, str]) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -339,7 +314,7 @@ class Supervisor:
                 raise WorkerStartError(
                     f"not ready within {READY_TIMEOUT_S:g} s: {late}"
                 )
-            await _wait_changed(run, remaining)
+            await wait_changed(run.changed, remaining)
         return True
 
     def _start_failure(self, worker: WorkerProcess) -> str:
@@ -349,35 +324,13 @@ class Supervisor:
         return f"{message}: {last}" if last else message
 
     async def _wait_done(self, run: Run, workers: list[WorkerProcess]) -> Outcome:
-        """Wait until every message is done, or it is clear some never will be."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.workload.timeout_s
-        ledger = run.ledger
-        last_change = loop.time()
-        last_seen: tuple[int, ...] = ()
-        while True:
-            now = loop.time()
-            if self.display is not None:
-                self.display.update(ledger.processed)
-            if self.signal is not None:
-                return Outcome.INTERRUPTED
-            if ledger.processed >= ledger.published:
-                return Outcome.COMPLETE
-            live = [w for w in workers if not w.exited.is_set()]
-            if not live:
-                return Outcome.NO_WORKERS
-            seen = (ledger.processed, *(w.outcome.counters.received for w in live))
-            if seen != last_seen or any(w.busy for w in live):
-                last_seen, last_change = seen, now
-            elif now - last_change >= QUIESCE_S:
-                return Outcome.QUIESCENT
-            if now >= deadline:
-                return Outcome.TIMEOUT
-            await _wait_changed(run, min(deadline - now, QUIESCE_S))
-
-
-async def _wait_changed(run: Run, timeout_s: float) -> None:
-    """Wait until something changes in the run, or ``timeout_s`` passes."""
-    run.changed.clear()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(run.changed.wait(), timeout_s)
+        display = self.display
+        return await wait_until_done(
+            run.ledger,
+            [w.outcome for w in workers],
+            alive=lambda outcome: outcome.exit_code is None,
+            changed=run.changed,
+            timeout_s=self.workload.timeout_s,
+            interrupted=lambda: self.signal is not None,
+            on_change=display.update if display is not None else lambda n: None,
+        )
