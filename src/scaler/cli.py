@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from scaler import loop, report, server, worker
+from scaler import load, loop, report, server, worker
 from scaler.errors import ExitCode, ScalerError
 from scaler.loop import LoopKind
 from scaler.stats import RunResult
@@ -52,9 +52,11 @@ def _setup_logging(verbose: int, default: int = logging.WARNING) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
-def _parse_work(text: str) -> WorkSpec:
+def _parse_work(value: str | WorkSpec) -> WorkSpec:
+    if isinstance(value, WorkSpec):  # the default, passed through as it is
+        return value
     try:
-        return WorkSpec.parse(text)
+        return WorkSpec.parse(value)
     except WorkSpecError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -277,6 +279,65 @@ def worker_command(
     )
     with _errors_to_exit():
         code = loop.run(worker.run(config), loop_kind)
+    raise typer.Exit(code)
+
+
+@app.command("server")
+def server_command(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Client port on 127.0.0.1.")
+    ] = server.DEFAULT_PORT,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    jetstream: Annotated[
+        bool, typer.Option(help="Enable JetStream, stored in --store-dir.")
+    ] = False,
+    store_dir: Annotated[
+        str | None, typer.Option(help="JetStream storage; default a temporary folder.")
+    ] = None,
+) -> None:
+    """Run the embedded nats-server in the foreground, as a Procfile's nats process."""
+    with _errors_to_exit():
+        server.exec_server(host, port, jetstream=jetstream, store_dir=store_dir)
+
+
+@app.command("load")
+def load_command(
+    messages: Annotated[int, typer.Option(min=1, help="Messages to publish.")] = 400,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Workers to wait for; default: all that show up until none "
+            f"has joined for {load.SETTLE_S:g} s.",
+        ),
+    ] = None,
+    server_url: Annotated[
+        str, typer.Option("--server", envvar=server.URL_ENV, help="NATS server URL.")
+    ] = server.DEFAULT_URL,
+    publish_to: Annotated[
+        str, typer.Option(help="Subject the workload is published to.")
+    ] = "greet.joe",
+    ready_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds to wait for the workers.")
+    ] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds the run may take once published.")
+    ] = 300.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Publish a workload to workers started elsewhere, and wait for them."""
+    _setup_logging(verbose, default=logging.INFO)
+    config = load.LoadConfig(
+        server=server_url,
+        token=os.environ.get(server.TOKEN_ENV),
+        publish_subject=publish_to,
+        messages=messages,
+        workers=workers,
+        ready_timeout_s=ready_timeout,
+        timeout_s=timeout,
+    )
+    with _errors_to_exit():
+        code = loop.run(load.run(config))
     raise typer.Exit(code)
 
 

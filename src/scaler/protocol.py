@@ -49,6 +49,7 @@ class Ready:
     run: str = ""
     limit: int = 1
     host: str = ""
+    work: str = ""
 
 
 @dataclass

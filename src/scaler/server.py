@@ -20,10 +20,10 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
@@ -33,10 +33,13 @@ from scaler.errors import ServerError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
+DEFAULT_PORT = 4222  # the NATS default; what a Procfile's processes agree on
+DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
 READY_TIMEOUT_S = 10.0  # from spawning nats-server to "Server is ready"
 STOP_WAIT_S = 5.0  # after SIGTERM, before SIGKILL
 CONNECT_TIMEOUT_S = 2  # per attempt, as nats-py counts it
+RETRY_WAIT_S = 0.5  # between connection attempts, and between reconnects
+PATIENT_S = 15.0  # how long a patient caller keeps trying to connect
 TOKEN_ENV = "NATS_TOKEN"
 URL_ENV = "NATS_URL"
 
@@ -81,6 +84,26 @@ def _die_with_parent() -> None:
         pr_set_pdeathsig = 1
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def exec_server(
+    host: str, port: int, *, jetstream: bool = False, store_dir: str | None = None
+) -> NoReturn:
+    """Replace this process with nats-server, in the foreground.
+
+    Replacing rather than supervising means a process manager's SIGTERM
+    reaches the server itself.  No token: this is for loopback use by
+    processes of one Procfile; bind another host only behind a firewall.
+    """
+    binary = find_binary()
+    args = [binary, "-a", host, "-p", str(port)]
+    if jetstream:
+        args += ["-js", "-sd", store_dir or tempfile.mkdtemp(prefix="scaler-js-")]
+    log.info("exec %s", " ".join(args))
+    try:
+        os.execv(binary, args)
+    except OSError as exc:
+        raise ServerError(f"cannot start {binary}: {exc.strerror}") from None
 
 
 @dataclass
@@ -197,17 +220,41 @@ async def stop_process(
 
 
 async def connect(
-    url: str, token: str | None = None, name: str = "scaler", **options: Any
+    url: str,
+    token: str | None = None,
+    name: str = "scaler",
+    *,
+    patient: bool = False,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+    **options: Any,
 ) -> Client:
-    """Connect to NATS, or raise ServerError naming the (redacted) URL."""
+    """Connect to NATS, or raise ServerError naming the (redacted) URL.
+
+    A ``patient`` caller keeps trying for about ``PATIENT_S``, as a
+    process started beside the server by a Procfile manager must; others
+    give up after a second.  Failed attempts are logged at DEBUG; once
+    connected, errors go to ``error_cb``.
+    """
+    connected = False
+
+    async def on_error(exc: Exception) -> None:
+        if connected and error_cb is not None:
+            await error_cb(exc)
+        elif not connected:
+            log.debug("connecting to %s: %s", redact(url), exc)
+        else:
+            log.warning("NATS error: %s", exc)
+
+    attempts = round(PATIENT_S / RETRY_WAIT_S) if patient else 2
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             url,
             token=token or None,
             name=name,
             connect_timeout=CONNECT_TIMEOUT_S,
-            allow_reconnect=True,
-            max_reconnect_attempts=3,
+            reconnect_time_wait=RETRY_WAIT_S,
+            max_reconnect_attempts=attempts,
+            error_cb=on_error,
             **options,
         )
     except Exception as exc:  # nats-py raises many kinds here
@@ -215,3 +262,5 @@ async def connect(
         raise ServerError(
             f"cannot connect to NATS at {redact(url)}: {reason}"
         ) from None
+    connected = True
+    return nc

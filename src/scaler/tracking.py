@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from enum import StrEnum
 
 from scaler.stats import Ledger, WorkerOutcome
@@ -39,7 +39,7 @@ async def wait_changed(changed: asyncio.Event, timeout_s: float) -> None:
 
 async def wait_until_done(
     ledger: Ledger,
-    workers: Sequence[WorkerOutcome],
+    workers: Collection[WorkerOutcome],
     alive: Callable[[WorkerOutcome], bool],
     changed: asyncio.Event,
     timeout_s: float,

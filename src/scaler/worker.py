@@ -40,7 +40,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
-from scaler import payload, protocol
+from scaler import control, payload, protocol
 from scaler.protocol import Counters, Progress, Ready, Summary
 from scaler.server import connect
 from scaler.workload import WorkSpec
@@ -69,20 +69,32 @@ class WorkerConfig:
 
 
 class Channel:
-    """The protocol channel: the real stdout, written one flushed line a record.
+    """Where records go: the real stdout, one flushed line a record.
 
     Once it is opened, file descriptor 1 and ``sys.stdout`` point at
-    stderr, so a stray ``print`` cannot corrupt the channel.
+    stderr, so a stray ``print`` cannot corrupt the channel.  Once a NATS
+    connection is attached, each record is also published on the records
+    control subject, for a ``scaler load`` that shares no pipe with us.
     """
 
     def __init__(self) -> None:
         self._out: TextIO = os.fdopen(os.dup(1), "w", encoding="utf-8")
         os.dup2(2, 1)
         sys.stdout = sys.stderr
+        self._nc: Client | None = None
 
-    def send(self, record: protocol.Record) -> None:
-        self._out.write(protocol.encode(record) + "\n")
+    def attach(self, nc: Client) -> None:
+        self._nc = nc
+
+    async def send(self, record: protocol.Record) -> None:
+        line = protocol.encode(record)
+        self._out.write(line + "\n")
         self._out.flush()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.publish(control.RECORDS, line.encode())
+            except Exception as exc:  # the stdout copy is the one that counts
+                log.warning("cannot publish a %s record: %s", record.kind, exc)
 
 
 class Consumer:
@@ -204,56 +216,148 @@ def work_handler(work: WorkSpec) -> Handler:
     return handle
 
 
-async def run(config: WorkerConfig, handler: Handler | None = None) -> int:
-    """The worker's main coroutine; returns the process exit code."""
-    channel = Channel()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+class Worker:
+    """One worker process's life: connect, subscribe, serve, summarize."""
 
-    consumer = Consumer(config.run, config.limit, handler or work_handler(config.work))
+    def __init__(self, config: WorkerConfig, handler: Handler) -> None:
+        self.config = config
+        self.consumer = Consumer(config.run, config.limit, handler)
+        self.channel = Channel()
+        self.host = socket.gethostname()
+        self.stop = asyncio.Event()  # set by a signal, a finish message or orphaning
+        self.signalled = asyncio.Event()
+        self.finished_by_load = False
 
-    async def on_error(exc: Exception) -> None:
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+
+    def _on_signal(self) -> None:
+        self.signalled.set()
+        self.stop.set()
+
+    @property
+    def run_id(self) -> str:
+        return (self.consumer.run or b"").decode()
+
+    def ready_record(self) -> Ready:
+        config = self.config
+        return Ready(
+            config.name,
+            os.getpid(),
+            self.run_id,
+            config.limit,
+            self.host,
+            str(config.work),
+        )
+
+    async def main(self) -> int:
+        """Serve until told to stop; returns the process exit code."""
+        config, consumer = self.config, self.consumer
+        self.install_signal_handlers()
+        nc = await connect(
+            config.server,
+            config.token,
+            name=config.name,
+            patient=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnect,
+        )
+        consumer.start()
+        sub = await nc.subscribe(
+            config.subject, queue=config.queue, cb=consumer.on_message
+        )
+        await self._subscribe_control(nc)
+        await nc.flush()
+        self.channel.attach(nc)
+        await self.channel.send(self.ready_record())
+        await nc.publish(control.HELLO, protocol.encode(self.ready_record()).encode())
+        log.info("%s ready (pid=%d, limit=%d)", config.name, os.getpid(), config.limit)
+
+        reporter = asyncio.create_task(self._report(sub))
+        await self.stop.wait()
+        log.info("%s stopping", config.name)
+        abandoned = await consumer.finish(sub, GRACE_S)
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        await self.channel.send(self._summary(abandoned))
+        if abandoned:
+            log.warning("%s abandoned %d messages at shutdown", config.name, abandoned)
+        if self.finished_by_load and not self.signalled.is_set():
+            # Under a Procfile manager the first process to exit ends them all,
+            # and its exit code becomes the manager's: leave that to the publisher.
+            log.info("%s finished; waiting to be stopped", config.name)
+            await self.signalled.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), GRACE_S)
+        log.info("%s stopped", config.name)
+        return 0
+
+    async def _subscribe_control(self, nc: Client) -> None:
+        async def on_ping(msg: Msg) -> None:
+            await msg.respond(protocol.encode(self.ready_record()).encode())
+
+        async def on_start(msg: Msg) -> None:
+            run = control.read_run(msg.data)
+            if run and self.consumer.run is None:
+                self.consumer.run = run.encode()
+                log.info("%s serving run %s", self.config.name, run)
+
+        async def on_finish(msg: Msg) -> None:
+            run = control.read_run(msg.data)
+            if run and run == self.run_id:
+                self.finished_by_load = True
+                self.stop.set()
+
+        await nc.subscribe(control.PING, cb=on_ping)
+        await nc.subscribe(control.START, cb=on_start)
+        await nc.subscribe(control.FINISH, cb=on_finish)
+
+    async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
-            consumer.counters.slow_consumer += 1
+            self.consumer.counters.slow_consumer += 1
         else:
-            log.warning("%s: NATS error: %s", config.name, exc)
+            log.warning("%s: NATS error: %s", self.config.name, exc)
 
-    async def on_disconnect() -> None:
-        log.warning("%s: disconnected from NATS", config.name)
+    async def _on_disconnect(self) -> None:
+        # While serving, a disconnect may mean the server cut off a slow
+        # consumer, which loses messages; after stopping, it is expected.
+        level = logging.INFO if self.stop.is_set() else logging.WARNING
+        log.log(level, "%s: disconnected from NATS", self.config.name)
 
-    nc: Client = await connect(
-        config.server,
-        config.token,
-        name=config.name,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-    )
-    consumer.start()
-    sub = await nc.subscribe(config.subject, queue=config.queue, cb=consumer.on_message)
-    await nc.flush()
-    host = socket.gethostname()
-    channel.send(Ready(config.name, os.getpid(), config.run or "", config.limit, host))
-    log.info("%s ready (pid=%d, limit=%d)", config.name, os.getpid(), config.limit)
+    async def _report(self, sub: Subscription) -> None:
+        """Send a progress record every PROGRESS_INTERVAL_S; watch the parent."""
+        config, consumer = self.config, self.consumer
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            await self.channel.send(
+                Progress(
+                    worker=config.name,
+                    run=self.run_id,
+                    counters=consumer.counters,
+                    in_flight=consumer.in_flight,
+                    pending=sub.pending_msgs,
+                    done=consumer.take_done(),
+                    last_done_ns=consumer.last_done_ns,
+                    host=self.host,
+                )
+            )
+            if config.parent_pid is not None and os.getppid() != config.parent_pid:
+                log.warning("%s: parent process went away; stopping", config.name)
+                self._on_signal()
 
-    reporter = asyncio.create_task(_report(channel, config, consumer, sub, stop, host))
-    await stop.wait()
-
-    log.info("%s stopping", config.name)
-    abandoned = await consumer.finish(sub, GRACE_S)
-    reporter.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reporter
-    cpu_s = time.process_time()
-    latency, wait = consumer.histograms()
-    channel.send(
-        Summary(
-            worker=config.name,
+    def _summary(self, abandoned: int) -> Summary:
+        consumer = self.consumer
+        cpu_s = time.process_time()  # before the histograms: they are not the work
+        latency, wait = consumer.histograms()
+        return Summary(
+            worker=self.config.name,
             pid=os.getpid(),
-            run=(consumer.run or b"").decode(),
+            run=self.run_id,
             counters=consumer.counters,
-            limit=config.limit,
+            limit=self.config.limit,
             abandoned=abandoned,
             done=consumer.take_done(),
             first_done_ns=consumer.first_done_ns,
@@ -263,43 +367,13 @@ async def run(config: WorkerConfig, handler: Handler | None = None) -> int:
             wait_us=wait,
             cpu_s=cpu_s,
             max_rss_mb=_max_rss_mb(),
-            host=host,
+            host=self.host,
         )
-    )
-    with contextlib.suppress(Exception):
-        await nc.close()
-    if abandoned:
-        log.warning("%s abandoned %d messages at shutdown", config.name, abandoned)
-    log.info("%s stopped", config.name)
-    return 0
 
 
-async def _report(
-    channel: Channel,
-    config: WorkerConfig,
-    consumer: Consumer,
-    sub: Subscription,
-    stop: asyncio.Event,
-    host: str,
-) -> None:
-    """Send a progress record every PROGRESS_INTERVAL_S; watch the parent."""
-    while True:
-        await asyncio.sleep(PROGRESS_INTERVAL_S)
-        channel.send(
-            Progress(
-                worker=config.name,
-                run=(consumer.run or b"").decode(),
-                counters=consumer.counters,
-                in_flight=consumer.in_flight,
-                pending=sub.pending_msgs,
-                done=consumer.take_done(),
-                last_done_ns=consumer.last_done_ns,
-                host=host,
-            )
-        )
-        if config.parent_pid is not None and os.getppid() != config.parent_pid:
-            log.warning("%s: parent process went away; stopping", config.name)
-            stop.set()
+async def run(config: WorkerConfig, handler: Handler | None = None) -> int:
+    """The worker process's main coroutine; returns its exit code."""
+    return await Worker(config, handler or work_handler(config.work)).main()
 
 
 def _max_rss_mb() -> float:
