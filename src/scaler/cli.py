@@ -173,7 +173,7 @@ def run_command(
     if json_output:
         typer.echo(report.dumps(report.document(results, description, int(code))))
     else:
-        report.print_report(Console(), results, str(work))
+        report.print_report(report.stdout_console(), results, str(work))
     raise typer.Exit(int(code))
 
 

@@ -21,7 +21,9 @@ from rich.table import Table
 from scaler import __version__
 from scaler.stats import RunResult
 from scaler.supervisor import Strategy
-from scaler.workload import WorkKind, WorkSpec
+from scaler.workload import Bound, WorkSpec
+
+REPORT_WIDTH = 140  # columns, when stdout is not a terminal
 
 
 class ProgressBar:
@@ -84,8 +86,12 @@ def throughput_table(results: Sequence[RunResult]) -> Table:
         table.add_column(header, justify="left" if header == "strategy" else "right")
     for header in ("wall s", "ideal s", "msg/s", "eff. conc.", "efficiency"):
         table.add_column(header, justify="right")
+    show_errors = any(r.errors for r in results)
+    if show_errors:
+        table.add_column("errors", justify="right")
     for r in results:
         lost = f"[bold red]{r.lost:,}[/]" if r.lost else "0"
+        errors = [f"{r.errors:,}"] if show_errors else []
         table.add_row(
             r.strategy + (" (partial)" if r.interrupted or r.timed_out else ""),
             f"{r.procs}×{r.limit}",
@@ -97,6 +103,7 @@ def throughput_table(results: Sequence[RunResult]) -> Table:
             f"{r.throughput:,.0f}",
             f"{r.effective_concurrency:.1f}",
             f"{r.efficiency:.0%}",
+            *errors,
         )
     return table
 
@@ -145,6 +152,11 @@ def verdict(results: Sequence[RunResult], work: str) -> list[str]:
     lines.append(_why(ran, work))
     lines.append(_gap(best))
     for r in results:
+        if r.errors:
+            lines.append(
+                f"{r.strategy}: the work raised on {r.errors:,} messages "
+                "(counted as errors, not lost)."
+            )
         if r.lost:
             dead = (
                 f"; workers that died: {', '.join(r.dead_workers)}"
@@ -158,52 +170,52 @@ def verdict(results: Sequence[RunResult], work: str) -> list[str]:
 
 
 def _why(ran: Sequence[RunResult], work: str) -> str:
+    """Why the numbers came out as they did, for this kind of work."""
     by_name = {r.strategy: r for r in ran}
     try:
-        kind = WorkSpec.parse(work).kind
+        bound = WorkSpec.parse(work).bound
     except ValueError:
-        kind = None
+        bound = None
     inproc = by_name.get("in-subscription")
     procs = by_name.get("queue-group")
-    cores = os.cpu_count() or 1
-    if kind is WorkKind.CPU:
-        parts = [
-            "The work is CPU-bound: one process runs one message's Python at a time"
-        ]
+    if bound is Bound.NONE:
+        return (
+            "With no work per message, throughput measures the cost of handling "
+            "messages itself: more slots cannot overlap anything."
+        )
+    if bound is Bound.CPU:
+        text = (
+            "The work is CPU-bound: a process runs one message's Python at a time, "
+            "whatever its limit"
+        )
         if inproc:
-            parts.append(
-                f"so {inproc.limit} in-subscription slots kept only "
-                f"{inproc.effective_concurrency:.1f} busy"
+            text += (
+                f"; {inproc.limit} in-subscription slots kept "
+                f"{inproc.effective_concurrency:.1f} busy on average"
             )
         if procs:
-            parts.append(
-                f"while {procs.procs} processes kept {procs.effective_concurrency:.1f} "
-                f"busy on {cores} cores"
+            text += (
+                f", {procs.procs} processes kept {procs.effective_concurrency:.1f} "
+                f"busy on {os.cpu_count() or 1} cores"
             )
-        return (
-            ", ".join(parts) + "; only more processes (up to the cores) add throughput."
+        return text + ". Only more processes, up to the cores, add throughput."
+    if bound in (Bound.IO, Bound.MIXED):
+        text = (
+            "The work is I/O-bound: a message mostly waits, and waits overlap"
+            if bound is Bound.IO
+            else "The work both waits and computes: waits overlap, computing does not"
         )
-    if kind is WorkKind.SLEEP:
-        parts = ["The work is I/O-bound (waiting, not computing)"]
-        if inproc:
-            parts.append(
-                f"so one process overlapped {inproc.effective_concurrency:.1f} of its "
-                f"{inproc.limit} slots on average"
+        if inproc and procs:
+            faster = inproc.throughput >= procs.throughput
+            text += (
+                f"; one process with {inproc.limit} slots kept "
+                f"{inproc.effective_concurrency:.1f} busy, against "
+                f"{procs.effective_concurrency:.1f} for {procs.procs} single-slot "
+                f"processes, so concurrency inside the subscription "
+                + ("did more than extra processes" if faster else "did less here")
             )
-        if procs:
-            parts.append(
-                f"while {procs.procs} single-slot processes overlapped "
-                f"{procs.effective_concurrency:.1f}"
-            )
-        return (
-            ", ".join(parts)
-            + "; concurrency inside a subscription scales it without more processes."
-        )
-    return (
-        "With no work per message, throughput measures the cost of handling "
-        "messages: extra slots or processes only add overhead unless the client "
-        "itself is the bottleneck."
-    )
+        return text + "."
+    return "The work is a user handler; compare the rows to see what it rewards."
 
 
 def _gap(r: RunResult) -> str:
@@ -217,6 +229,14 @@ def _gap(r: RunResult) -> str:
         f"uneven distribution, {overhead:.2f} s of overhead "
         "(publishing, delivery, scheduling)."
     )
+
+
+def stdout_console() -> Console:
+    """A console for the report: wide enough for the tables even in a pipe."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, REPORT_WIDTH))
+    return console
 
 
 def print_report(console: Console, results: Sequence[RunResult], work: str) -> None:

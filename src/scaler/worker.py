@@ -52,7 +52,8 @@ PROGRESS_INTERVAL_S = 0.25
 HISTOGRAM_MAX_US = 3_600_000_000  # one hour
 HISTOGRAM_DIGITS = 2  # significant digits: 1 % resolution
 
-Handler = Callable[[Msg], Awaitable[None]]
+Handler = Callable[[Msg], Awaitable[None]]  # a user's handler: the message body only
+Work = Callable[[Msg, int], Awaitable[None]]  # what the consumer calls: message, seq
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Channel:
 class Consumer:
     """Works one run's messages, at most ``limit`` at a time; keeps the books."""
 
-    def __init__(self, run: str | None, limit: int, handler: Handler) -> None:
+    def __init__(self, run: str | None, limit: int, work: Work) -> None:
         self.run = run.encode() if run else None
         self.limit = limit
         self.counters = Counters()
@@ -108,7 +109,7 @@ class Consumer:
         self.service_s = 0.0
         self.first_done_ns = 0
         self.last_done_ns = 0
-        self._handler = handler
+        self._work = work
         self._queue: asyncio.Queue[tuple[payload.Stamped, Msg]] = asyncio.Queue(limit)
         self._tasks: list[asyncio.Task[None]] = []
         self._seen = bytearray()  # 1 at index seq once seq is done here
@@ -131,13 +132,13 @@ class Consumer:
         await self._queue.put((stamped, msg))
 
     async def _serve(self) -> None:
-        queue, handler, counters = self._queue, self._handler, self.counters
+        queue, work, counters = self._queue, self._work, self.counters
         while True:
             stamped, msg = await queue.get()
             self.in_flight += 1
             started_ns = time.time_ns()
             try:
-                await handler(msg)
+                await work(msg, stamped.seq)
             except Exception:
                 counters.errors += 1
                 log.debug("work raised on seq %d", stamped.seq, exc_info=True)
@@ -206,22 +207,31 @@ def _histogram(values: array[int]) -> str:
     return encoded.decode("ascii")
 
 
-def work_handler(work: WorkSpec) -> Handler:
-    """The built-in handler: the message's cost as ``work`` describes it."""
-    perform = work.perform
+def builtin_work(work: WorkSpec) -> Work:
+    """The message's cost as ``work`` describes it."""
 
-    async def handle(msg: Msg) -> None:
-        await perform()
+    async def perform(msg: Msg, seq: int) -> None:
+        await work.perform(seq)
 
-    return handle
+    return perform
+
+
+def user_work(handler: Handler) -> Work:
+    """A user's handler, given the message with scaler's header removed."""
+
+    async def call(msg: Msg, seq: int) -> None:
+        msg.data = payload.body(msg.data)
+        await handler(msg)
+
+    return call
 
 
 class Worker:
     """One worker process's life: connect, subscribe, serve, summarize."""
 
-    def __init__(self, config: WorkerConfig, handler: Handler) -> None:
+    def __init__(self, config: WorkerConfig, work: Work) -> None:
         self.config = config
-        self.consumer = Consumer(config.run, config.limit, handler)
+        self.consumer = Consumer(config.run, config.limit, work)
         self.channel = Channel()
         self.host = socket.gethostname()
         self.stop = asyncio.Event()  # set by a signal, a finish message or orphaning
@@ -373,7 +383,8 @@ class Worker:
 
 async def run(config: WorkerConfig, handler: Handler | None = None) -> int:
     """The worker process's main coroutine; returns its exit code."""
-    return await Worker(config, handler or work_handler(config.work)).main()
+    work = user_work(handler) if handler else builtin_work(config.work)
+    return await Worker(config, work).main()
 
 
 def _max_rss_mb() -> float:
