@@ -73,7 +73,7 @@ def document(
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2)
+    return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 def _ms(value: float | None) -> str:

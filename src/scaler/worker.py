@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 GRACE_S = 4.0  # to finish in-flight work; under honcho's and foreman's 5 s
 PROGRESS_INTERVAL_S = 0.25
 HISTOGRAM_MAX_US = 3_600_000_000  # one hour
-HISTOGRAM_DIGITS = 2  # significant digits: 1 % resolution
+HISTOGRAM_DIGITS = 3  # significant digits: 0.1 % resolution
 
 Handler = Callable[[Msg], Awaitable[None]]  # a user's handler: the message body only
 Work = Callable[[Msg, int], Awaitable[None]]  # what the consumer calls: message, seq
