@@ -7,7 +7,6 @@ with the code documented in :class:`scaler.errors.ExitCode`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -191,17 +190,12 @@ async def _supervise(
             embedded = await stack.enter_async_context(server.embedded_server())
             url, token, env = embedded.url, embedded.token, embedded.env
         nc = await server.connect(url, token, name="scaler-run")
-        stack.push_async_callback(_close_quietly, nc)
+        stack.push_async_callback(server.close_quietly, nc)
         supervisor = Supervisor(nc, env, workload, display)
         supervisor.install_signal_handlers()
         results = await supervisor.run_all(strategies)
         return results, supervisor.signal
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _close_quietly(nc: Any) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(nc.close(), 5)
 
 
 def _exit_code(results: list[RunResult], signum: int | None) -> ExitCode:

@@ -27,7 +27,7 @@ from scaler import control, payload, protocol
 from scaler.errors import ExitCode, WorkerStartError
 from scaler.protocol import Progress, ProtocolError, Published, Ready, Summary
 from scaler.publisher import publish
-from scaler.server import connect
+from scaler.server import close_quietly, connect
 from scaler.stats import Ledger, WorkerOutcome
 from scaler.tracking import Outcome, wait_changed, wait_until_done
 from scaler.worker import GRACE_S
@@ -82,7 +82,7 @@ class Load:
         try:
             return await self._run(nc)
         finally:
-            await nc.close()
+            await close_quietly(nc)
 
     async def _run(self, nc: Client) -> ExitCode:
         await nc.subscribe(control.HELLO, cb=self._on_record)

@@ -264,3 +264,18 @@ async def connect(
         ) from None
     connected = True
     return nc
+
+
+async def close_quietly(nc: Client, timeout_s: float = STOP_WAIT_S) -> None:
+    """Close ``nc`` within ``timeout_s``, ignoring what a lost connection raises.
+
+    The close runs in a task of its own: when the server is already gone,
+    nats-py's close can fail in many ways, cancellation of its internal
+    waiters included, and none of that concerns a process on its way out.
+    """
+    closing = asyncio.ensure_future(nc.close())
+    done, _ = await asyncio.wait({closing}, timeout=timeout_s)
+    if not done:
+        closing.cancel()
+    elif not closing.cancelled() and closing.exception() is not None:
+        log.debug("closing the NATS connection: %s", closing.exception())

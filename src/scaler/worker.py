@@ -42,7 +42,7 @@ from nats.errors import SlowConsumerError
 
 from scaler import control, payload, protocol
 from scaler.protocol import Counters, Progress, Ready, Summary
-from scaler.server import connect
+from scaler.server import close_quietly, connect
 from scaler.workload import WorkSpec
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,7 @@ class Worker:
             # and its exit code becomes the manager's: leave that to the publisher.
             log.info("%s finished; waiting to be stopped", config.name)
             await self.signalled.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.close(), GRACE_S)
+        await close_quietly(nc, GRACE_S)
         log.info("%s stopped", config.name)
         return 0
 
@@ -329,7 +328,8 @@ class Worker:
         if isinstance(exc, SlowConsumerError):
             self.consumer.counters.slow_consumer += 1
         else:
-            log.warning("%s: NATS error: %s", self.config.name, exc)
+            level = logging.INFO if self.stop.is_set() else logging.WARNING
+            log.log(level, "%s: NATS error: %s", self.config.name, exc)
 
     async def _on_disconnect(self) -> None:
         # While serving, a disconnect may mean the server cut off a slow
