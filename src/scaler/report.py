@@ -138,6 +138,8 @@ def verdict(results: Sequence[RunResult], work: str) -> list[str]:
     if not ran:
         return ["No strategy processed any message, so there is nothing to compare."]
     lines = []
+    if any(r.interrupted or r.timed_out for r in results):
+        lines.append("The run was cut short: these are partial results.")
     best = max(ran, key=lambda r: r.throughput)
     rest = sorted((r for r in ran if r is not best), key=lambda r: -r.throughput)
     shape = f"{best.procs}×{best.limit}"

@@ -144,6 +144,9 @@ async def embedded_server(
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # A Ctrl-C at the terminal is ours to handle: the server stops
+                # after the workers, not with them.
+                start_new_session=True,
             )
         except OSError as exc:
             raise ServerError(f"cannot start {binary}: {exc.strerror}") from None
