@@ -1,0 +1,1 @@
+"""Example message handlers for ``scaler run --handler``."""

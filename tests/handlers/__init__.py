@@ -1,0 +1,1 @@
+"""Handler modules that ``--handler`` loading is tested against."""
