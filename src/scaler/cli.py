@@ -11,30 +11,34 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from scaler import load, loop, report, server, worker
+from scaler import load, loop, plot, report, server, sweep, worker
+from scaler.combined import report_main
 from scaler.errors import ExitCode, ScalerError
+from scaler.handler import HandlerError, load_handler
 from scaler.loop import LoopKind
 from scaler.stats import RunResult
 from scaler.supervisor import (
     DEFAULT_STRATEGIES,
     STRATEGY_NAMES,
     Strategy,
-    Supervisor,
     Workload,
+    exit_code,
     make_strategies,
+    measure,
 )
-from scaler.workload import WorkSpec, WorkSpecError
+from scaler.workload import GRAMMAR, WorkSpec, WorkSpecError, parse_duration
 
 log = logging.getLogger("scaler")
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 DEFAULT_WORK = WorkSpec.parse("sleep:0-0.5")  # the seed demo's work
+SWEEP_WORK = WorkSpec.parse("sleep:10ms")  # short enough for a grid of runs
 
 app = typer.Typer(
     add_completion=False,
@@ -98,14 +102,96 @@ WorkOption = Annotated[
     typer.Option(
         parser=_parse_work,
         metavar="SPEC",
-        help="What one message costs: none, sleep:D, sleep:A-B or cpu:D; "
-        "D is like 20ms or 0.5s.",
+        help=f"What one message costs: {GRAMMAR}. D is like 20ms or 0.5s.",
     ),
 ]
-LoopOption = Annotated[LoopKind, typer.Option(help="Event loop of the workers.")]
+HandlerOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="MODULE:FUNCTION",
+        help="Run your own async def handler(msg) instead of --work.",
+    ),
+]
+MessagesOption = Annotated[
+    int, typer.Option(min=1, help="Messages published for each run.")
+]
+SubjectOption = Annotated[str, typer.Option(help="Subject the workers subscribe to.")]
+PublishOption = Annotated[
+    str, typer.Option(help="Subject the workload is published to.")
+]
+QueueOption = Annotated[str, typer.Option(help="Queue group name prefix.")]
+TimeoutOption = Annotated[
+    float, typer.Option(min=0.1, help="Seconds one run may take.")
+]
+LoopOption = Annotated[
+    LoopKind, typer.Option("--loop", help="Event loop of every process.")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document and nothing else.")
+]
+PlotOption = Annotated[
+    str | None,
+    typer.Option(
+        "--plot", metavar="FILE", help="Draw the results to FILE (.png or .svg)."
+    ),
+]
 VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr.")
 ]
+
+
+def _bad_handler(exc: HandlerError) -> typer.BadParameter:
+    return typer.BadParameter(f"{exc.spec!r}: {exc.reason}", param_hint="--handler")
+
+
+def _check_handler(spec: str | None) -> None:
+    """Import the handler here, so a bad one fails before any process starts."""
+    if spec is not None:
+        try:
+            load_handler(spec)
+        except HandlerError as exc:
+            raise _bad_handler(exc) from None
+
+
+def _check_plot(path: str | None) -> None:
+    if path is not None:
+        try:
+            plot.plot_format(path)
+            plot.require_matplotlib()
+        except (plot.PlotError, plot.PlotUnavailableError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from None
+
+
+def _measure(
+    server_url: str | None,
+    workload: Workload,
+    strategies: list[Strategy],
+    loop_kind: LoopKind,
+) -> tuple[list[RunResult], ExitCode]:
+    """Run the strategies with a progress bar on a terminal; exit on errors."""
+    stderr = Console(stderr=True)
+    display = report.ProgressBar(stderr) if stderr.is_terminal else None
+    with _errors_to_exit():
+        try:
+            results, signum = loop.run(
+                measure(server_url, workload, strategies, display), loop_kind
+            )
+        finally:
+            if display is not None:
+                display.close()
+    return results, exit_code(results, signum)
+
+
+def _draw(path: str | None, draw: Callable[[str], object]) -> None:
+    """Draw the plot; a failure to write it is reported, not raised."""
+    if path is None:
+        return
+    try:
+        draw(path)
+    except (OSError, plot.PlotError) as exc:
+        typer.echo(f"scaler: cannot write {path}: {exc}", err=True)
+    else:
+        typer.echo(f"scaler: wrote {path}", err=True)
 
 
 @app.command("run")
@@ -114,10 +200,9 @@ def run_command(
     limit: Annotated[
         int, typer.Option(min=1, help="Messages in flight per process (L).")
     ] = 25,
-    messages: Annotated[
-        int, typer.Option(min=1, help="Messages published for each strategy.")
-    ] = 400,
+    messages: MessagesOption = 400,
     work: WorkOption = DEFAULT_WORK,
+    handler: HandlerOption = None,
     strategy: Annotated[
         list[str] | None,
         typer.Option(
@@ -126,101 +211,109 @@ def run_command(
         ),
     ] = None,
     server_url: ServerOption = None,
-    subject: Annotated[
-        str, typer.Option(help="Subject the workers subscribe to.")
-    ] = "greet.*",
-    publish_to: Annotated[
-        str, typer.Option(help="Subject the workload is published to.")
-    ] = "greet.joe",
-    queue: Annotated[str, typer.Option(help="Queue group name prefix.")] = "scaler",
-    timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds one strategy may take.")
-    ] = 300.0,
-    loop_kind: Annotated[
-        LoopKind, typer.Option("--loop", help="Event loop of every process.")
-    ] = LoopKind.UVLOOP,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document and nothing else.")
-    ] = False,
+    subject: SubjectOption = "greet.*",
+    publish_to: PublishOption = "greet.joe",
+    queue: QueueOption = "scaler",
+    timeout: TimeoutOption = 300.0,
+    loop_kind: LoopOption = LoopKind.UVLOOP,
+    json_output: JsonOption = False,
+    plot_file: PlotOption = None,
     verbose: VerboseOption = 0,
 ) -> None:
     """Compare queue-group processes, in-subscription concurrency and both."""
     names = _parse_strategies(strategy)
+    _check_handler(handler)
+    _check_plot(plot_file)
     _setup_logging(verbose)
     workload = Workload(
-        messages=messages,
-        work=work,
-        subject=subject,
-        publish_subject=publish_to,
-        queue=queue,
-        timeout_s=timeout,
-        loop=loop_kind.value,
+        messages, work, subject, publish_to, queue, timeout, loop_kind.value, handler
     )
     strategies = make_strategies(names, procs, limit)
-    stderr = Console(stderr=True)
-    display = report.ProgressBar(stderr) if stderr.is_terminal else None
-    with _errors_to_exit():
-        try:
-            results, signum = loop.run(
-                _supervise(server_url, workload, strategies, display), loop_kind
-            )
-        finally:
-            if display is not None:
-                display.close()
-    code = _exit_code(results, signum)
-    description = _describe(workload, server_url, procs, limit)
+    results, code = _measure(server_url, workload, strategies, loop_kind)
+    description = {**workload.describe(server_url), "procs": procs, "limit": limit}
     if json_output:
-        typer.echo(report.dumps(report.document(results, description, int(code))))
+        doc = report.document(results, description, int(code))
+        typer.echo(report.dumps(doc))
     else:
-        report.print_report(report.stdout_console(), results, str(work))
+        report.print_report(report.stdout_console(), results, workload.work_text)
+    spec = None if handler else work
+    _draw(plot_file, lambda path: plot.plot_comparison(results, path, spec))
     raise typer.Exit(int(code))
 
 
-async def _supervise(
-    server_url: str | None,
-    workload: Workload,
-    strategies: list[Strategy],
-    display: report.ProgressBar | None,
-) -> tuple[list[RunResult], int | None]:
-    async with contextlib.AsyncExitStack() as stack:
-        if server_url:
-            url, token = server_url, os.environ.get(server.TOKEN_ENV)
-            env = {server.URL_ENV: url}
-        else:
-            embedded = await stack.enter_async_context(server.embedded_server())
-            url, token, env = embedded.url, embedded.token, embedded.env
-        nc = await server.connect(url, token, name="scaler-run")
-        stack.push_async_callback(server.close_quietly, nc)
-        supervisor = Supervisor(nc, env, workload, display)
-        supervisor.install_signal_handlers()
-        results = await supervisor.run_all(strategies)
-        return results, supervisor.signal
-    raise AssertionError("unreachable")  # pragma: no cover
+def _parse_axis(text: str) -> list[int]:
+    try:
+        return sweep.parse_axis(text)
+    except sweep.AxisError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
-def _exit_code(results: list[RunResult], signum: int | None) -> ExitCode:
-    if signum is not None:
-        return ExitCode(128 + signum)
-    if any(r.lost or r.dead_workers for r in results):
-        return ExitCode.LOST
-    return ExitCode.OK
-
-
-def _describe(
-    workload: Workload, server_url: str | None, procs: int, limit: int
-) -> dict[str, Any]:
-    return {
-        "messages": workload.messages,
-        "work": str(workload.work),
-        "procs": procs,
-        "limit": limit,
-        "subject": workload.subject,
-        "publish_subject": workload.publish_subject,
-        "server": server.redact(server_url) if server_url else "embedded",
-        "loop": workload.loop,
-        "timeout_s": workload.timeout_s,
-        "cpus": os.cpu_count(),
-    }
+@app.command("sweep")
+def sweep_command(
+    procs: Annotated[
+        str, typer.Option(help="Process counts: 1,2,4 or 1-4 or 1-16:x2.")
+    ] = "1,2,4",
+    limit: Annotated[
+        str, typer.Option(help="Limits per process, in the same form.")
+    ] = "1,10,50",
+    messages: MessagesOption = 2000,
+    work: WorkOption = SWEEP_WORK,
+    handler: HandlerOption = None,
+    p99: Annotated[
+        str | None,
+        typer.Option(
+            metavar="D", help="Recommend only cells whose p99 latency is within D."
+        ),
+    ] = None,
+    server_url: ServerOption = None,
+    subject: SubjectOption = "greet.*",
+    publish_to: PublishOption = "greet.joe",
+    queue: QueueOption = "scaler",
+    timeout: TimeoutOption = 300.0,
+    loop_kind: LoopOption = LoopKind.UVLOOP,
+    json_output: JsonOption = False,
+    plot_file: PlotOption = None,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Run every combination of procs and limit, and recommend one."""
+    proc_counts = _parse_axis(procs)
+    limits = _parse_axis(limit)
+    max_p99_ms = None
+    if p99 is not None:
+        try:
+            max_p99_ms = parse_duration(p99) * 1000
+        except WorkSpecError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--p99") from None
+    _check_handler(handler)
+    _check_plot(plot_file)
+    _setup_logging(verbose)
+    workload = Workload(
+        messages, work, subject, publish_to, queue, timeout, loop_kind.value, handler
+    )
+    results, code = _measure(
+        server_url, workload, sweep.grid(proc_counts, limits), loop_kind
+    )
+    recommendation = sweep.recommend(results, max_p99_ms)
+    if json_output:
+        description = {
+            **workload.describe(server_url),
+            "procs": proc_counts,
+            "limits": limits,
+            "max_p99_ms": max_p99_ms,
+        }
+        doc = sweep.document(results, description, recommendation, int(code))
+        typer.echo(report.dumps(doc))
+    else:
+        console = report.stdout_console()
+        console.print(sweep.table(results, recommendation))
+        console.print(recommendation.reason, highlight=False)
+    _draw(
+        plot_file,
+        lambda path: plot.plot_sweep(
+            results, recommendation, path, None if handler else work, os.cpu_count()
+        ),
+    )
+    raise typer.Exit(int(code))
 
 
 def _default_worker_name() -> str:
@@ -246,6 +339,7 @@ def worker_command(
     queue: Annotated[str, typer.Option(help="Queue group to join.")] = "scaler",
     limit: Annotated[int, typer.Option(min=1, help="Messages in flight at most.")] = 25,
     work: WorkOption = DEFAULT_WORK,
+    handler: HandlerOption = None,
     run_id: Annotated[
         str | None,
         typer.Option(
@@ -271,8 +365,12 @@ def worker_command(
         run=run_id,
         parent_pid=parent_pid,
     )
+    try:
+        user_handler = load_handler(handler) if handler else None
+    except HandlerError as exc:
+        raise _bad_handler(exc) from None
     with _errors_to_exit():
-        code = loop.run(worker.run(config), loop_kind)
+        code = loop.run(worker.run(config, user_handler), loop_kind)
     raise typer.Exit(code)
 
 
@@ -333,6 +431,18 @@ def load_command(
     with _errors_to_exit():
         code = loop.run(load.run(config))
     raise typer.Exit(code)
+
+
+@app.command("report")
+def report_command(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(help="Combined output to read; default standard input."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Report on workers' records in a Procfile manager's combined output."""
+    raise typer.Exit(report_main(files or [], json_output))
 
 
 def main() -> None:

@@ -45,8 +45,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from rich.console import Console
-
 from scaler import protocol, report
 from scaler.errors import ExitCode
 from scaler.protocol import (
@@ -552,7 +550,7 @@ def report_main(paths: list[str], json_output: bool) -> int:
         doc["warnings"] = found.all_warnings
         print(report.dumps(doc))
     else:
-        report.print_report(Console(), results, found.runs[0].work)
+        report.print_report(report.stdout_console(), results, found.runs[0].work)
     return code
 
 

@@ -24,6 +24,7 @@ from scaler.supervisor import Strategy
 from scaler.workload import Bound, WorkSpec
 
 REPORT_WIDTH = 140  # columns, when stdout is not a terminal
+CPU_BOUND_BUSY = 1.5  # slots busy in one process below which a handler computes
 
 
 class ProgressBar:
@@ -143,7 +144,8 @@ def verdict(results: Sequence[RunResult], work: str) -> list[str]:
     best = max(ran, key=lambda r: r.throughput)
     rest = sorted((r for r in ran if r is not best), key=lambda r: -r.throughput)
     shape = f"{best.procs}×{best.limit}"
-    head = f"{best.strategy} ({shape}) was fastest at {best.throughput:,.0f} msg/s"
+    verb = "was fastest at" if rest else "ran at"
+    head = f"{best.strategy} ({shape}) {verb} {best.throughput:,.0f} msg/s"
     if rest:
         runner = rest[0]
         ratio = (
@@ -217,7 +219,25 @@ def _why(ran: Sequence[RunResult], work: str) -> str:
                 + ("did more than extra processes" if faster else "did less here")
             )
         return text + "."
-    return "The work is a user handler; compare the rows to see what it rewards."
+    return _why_handler(inproc, procs)
+
+
+def _why_handler(inproc: RunResult | None, procs: RunResult | None) -> str:
+    """For a user's handler the numbers themselves tell what bounds it."""
+    if inproc is None or inproc.limit < 2:
+        return "The work is your handler; compare the rows to see what it rewards."
+    busy = inproc.effective_concurrency
+    text = f"Your handler: one process with {inproc.limit} slots kept {busy:.1f} busy"
+    if busy < CPU_BOUND_BUSY:
+        text += ", so it behaves CPU-bound: only more processes add throughput"
+    else:
+        text += ", so its waits overlap: concurrency inside the subscription pays"
+    if procs is not None:
+        text += (
+            f" ({procs.procs} single-slot processes kept "
+            f"{procs.effective_concurrency:.1f} busy)"
+        )
+    return text + "."
 
 
 def _gap(r: RunResult) -> str:

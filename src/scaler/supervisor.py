@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -24,15 +25,23 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 
 from scaler import payload, protocol
-from scaler.errors import WorkerStartError
+from scaler.errors import ExitCode, WorkerStartError
 from scaler.protocol import Progress, ProtocolError, Ready, Summary
 from scaler.publisher import publish
-from scaler.server import stop_process
+from scaler.server import (
+    TOKEN_ENV,
+    URL_ENV,
+    close_quietly,
+    connect,
+    embedded_server,
+    redact,
+    stop_process,
+)
 from scaler.stats import Ledger, RunResult, WorkerOutcome, summarize
 from scaler.tracking import Outcome, wait_changed, wait_until_done
 from scaler.worker import GRACE_S
@@ -79,6 +88,25 @@ class Workload:
     queue: str = "scaler"
     timeout_s: float = 300.0
     loop: str = "uvloop"
+    handler: str | None = None  # module:function run instead of ``work``
+
+    @property
+    def work_text(self) -> str:
+        """What the workers do, in words for reports."""
+        return f"handler {self.handler}" if self.handler else str(self.work)
+
+    def describe(self, server_url: str | None) -> dict[str, Any]:
+        """The ``workload`` object of the JSON documents."""
+        return {
+            "messages": self.messages,
+            "work": self.work_text,
+            "subject": self.subject,
+            "publish_subject": self.publish_subject,
+            "server": redact(server_url) if server_url else "embedded",
+            "loop": self.loop,
+            "timeout_s": self.timeout_s,
+            "cpus": os.cpu_count(),
+        }
 
 
 class Display(Protocol):
@@ -293,6 +321,7 @@ class Supervisor:
             workload.loop,
             "--parent-pid",
             str(os.getpid()),
+            *(["--handler", workload.handler] if workload.handler else []),
         ]
 
     async def _wait_ready(self, run: Run, workers: list[WorkerProcess]) -> bool:
@@ -334,3 +363,38 @@ class Supervisor:
             interrupted=lambda: self.signal is not None,
             on_change=display.update if display is not None else lambda n: None,
         )
+
+
+async def measure(
+    server_url: str | None,
+    workload: Workload,
+    strategies: Sequence[Strategy],
+    display: Display | None = None,
+) -> tuple[list[RunResult], int | None]:
+    """Run ``strategies`` on ``server_url``, or on an embedded server.
+
+    Returns the results and the signal that cut the run short, if any.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if server_url:
+            url, token = server_url, os.environ.get(TOKEN_ENV)
+            env = {URL_ENV: url}
+        else:
+            embedded = await stack.enter_async_context(embedded_server())
+            url, token, env = embedded.url, embedded.token, embedded.env
+        nc = await connect(url, token, name="scaler-run")
+        stack.push_async_callback(close_quietly, nc)
+        supervisor = Supervisor(nc, env, workload, display)
+        supervisor.install_signal_handlers()
+        results = await supervisor.run_all(strategies)
+        return results, supervisor.signal
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def exit_code(results: Sequence[RunResult], signum: int | None) -> ExitCode:
+    """The exit code policy of ``scaler run`` and ``scaler sweep``."""
+    if signum is not None:
+        return ExitCode(128 + signum)
+    if any(r.lost or r.dead_workers for r in results):
+        return ExitCode.LOST
+    return ExitCode.OK

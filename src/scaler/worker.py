@@ -41,6 +41,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
 from scaler import control, payload, protocol
+from scaler.handler import Handler
 from scaler.protocol import Counters, Progress, Ready, Summary
 from scaler.server import close_quietly, connect
 from scaler.workload import WorkSpec
@@ -52,7 +53,6 @@ PROGRESS_INTERVAL_S = 0.25
 HISTOGRAM_MAX_US = 3_600_000_000  # one hour
 HISTOGRAM_DIGITS = 3  # significant digits: 0.1 % resolution
 
-Handler = Callable[[Msg], Awaitable[None]]  # a user's handler: the message body only
 Work = Callable[[Msg, int], Awaitable[None]]  # what the consumer calls: message, seq
 
 
