@@ -377,8 +377,14 @@ def worker_command(
 @app.command("server")
 def server_command(
     port: Annotated[
-        int, typer.Option(min=1, max=65535, help="Client port on 127.0.0.1.")
-    ] = server.DEFAULT_PORT,
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help=f"Client port; default the port of ${server.URL_ENV}, "
+            f"else {server.DEFAULT_PORT}.",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     jetstream: Annotated[
         bool, typer.Option(help="Enable JetStream, stored in --store-dir.")
@@ -387,8 +393,13 @@ def server_command(
         str | None, typer.Option(help="JetStream storage; default a temporary folder.")
     ] = None,
 ) -> None:
-    """Run the embedded nats-server in the foreground, as a Procfile's nats process."""
+    """Run nats-server in the foreground: the nats process of a Procfile.
+
+    The port comes from $NATS_URL when it is set, so that one variable
+    points the server, the workers and the publisher at the same place.
+    """
     with _errors_to_exit():
+        port = port or server.port_from_env()
         server.exec_server(host, port, jetstream=jetstream, store_dir=store_dir)
 
 

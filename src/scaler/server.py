@@ -86,6 +86,18 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def port_from_env() -> int:
+    """The port of ``$NATS_URL``, or DEFAULT_PORT when it names none."""
+    url = os.environ.get(URL_ENV)
+    if not url:
+        return DEFAULT_PORT
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        raise ServerError(f"${URL_ENV} is not a URL: {redact(url)}") from None
+    return port or DEFAULT_PORT
+
+
 def exec_server(
     host: str, port: int, *, jetstream: bool = False, store_dir: str | None = None
 ) -> NoReturn:
