@@ -241,11 +241,11 @@ def run_command(
     raise typer.Exit(int(code))
 
 
-def _parse_axis(text: str) -> list[int]:
+def _parse_axis(text: str, option: str) -> list[int]:
     try:
         return sweep.parse_axis(text)
     except sweep.AxisError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 @app.command("sweep")
@@ -276,8 +276,8 @@ def sweep_command(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run every combination of procs and limit, and recommend one."""
-    proc_counts = _parse_axis(procs)
-    limits = _parse_axis(limit)
+    proc_counts = _parse_axis(procs, "--procs")
+    limits = _parse_axis(limit, "--limit")
     max_p99_ms = None
     if p99 is not None:
         try:
