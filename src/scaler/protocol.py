@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import json
+import reprlib
 import sys
+import typing
 from array import array
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -133,22 +135,57 @@ def decode(line: str) -> Record | None:
         return None
     try:
         raw = json.loads(line[start:])
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"unreadable record: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"unreadable record: {exc}") from None
     if not isinstance(raw, dict) or raw.get("scaler") != VERSION:
-        raise ProtocolError(f"unsupported record version {raw.get('scaler')!r}")
-    cls = _KINDS.get(raw.pop("kind", None))
+        version = raw.get("scaler") if isinstance(raw, dict) else None
+        raise ProtocolError(f"unsupported record version {version!r}")
+    kind = raw.pop("kind", None)
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError("record of unknown kind")
     raw.pop("scaler")
     known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in raw.items() if k in known}
     try:
-        values = {k: v for k, v in raw.items() if k in known}
         if "counters" in values:
             values["counters"] = Counters(**values["counters"])
-        return cls(**values)
+        record = cls(**values)
     except TypeError as exc:
         raise ProtocolError(f"malformed {cls.kind} record: {exc}") from None
+    _check_types(record)
+    return record
+
+
+def _check_types(record: Record | Counters) -> None:
+    """Raise ProtocolError unless every field has its declared type.
+
+    Numbers must not be negative: they are counts, sizes and times.
+    """
+    hints = _type_hints(type(record))
+    for item in fields(record):
+        value = getattr(record, item.name)
+        expected = hints[item.name]
+        if expected is Counters:
+            if not isinstance(value, Counters):
+                raise ProtocolError(f"{item.name} of the wrong type")
+            _check_types(value)
+            continue
+        kind = typing.get_origin(expected) or expected
+        if kind is float:
+            kind = (int, float)
+        wrong = not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)
+        if wrong or (isinstance(value, int | float) and value < 0):
+            raise ProtocolError(f"{item.name} is {reprlib.repr(value)}")
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _type_hints(cls: type[Any]) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def encode_done(pairs: array[int]) -> str:
