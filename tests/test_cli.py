@@ -7,12 +7,6 @@ import pytest
 from conftest import Finished, Spawner
 
 USAGE_TIMEOUT_S = 20.0  # an interpreter start and an argument check
-STRATEGY_NOT_NAMED = pytest.mark.xfail(
-    strict=True,
-    reason="the --strategy check raises typer.BadParameter inside the command "
-    "body, where click knows no parameter, so the message reads 'Invalid "
-    "value: unknown strategy ...' without naming --strategy",
-)
 
 
 def run_usage_error(spawn: Spawner, *args: str) -> Finished:
@@ -36,12 +30,7 @@ def run_usage_error(spawn: Spawner, *args: str) -> Finished:
         (["--work", "bogus"], "--work", "unknown work 'bogus'"),
         (["--work", "sleep:"], "--work", "needs a duration"),
         (["--loop", "tokio"], "--loop", "tokio"),
-        pytest.param(
-            ["--strategy", "nope"],
-            "--strategy",
-            "unknown strategy 'nope'",
-            marks=STRATEGY_NOT_NAMED,
-        ),
+        (["--strategy", "nope"], "--strategy", "unknown strategy 'nope'"),
     ],
 )
 def test_bad_input_exits_2_naming_the_option_before_anything_starts(

@@ -138,13 +138,6 @@ def test_a_spec_prints_in_canonical_form_and_parses_back_to_itself(
     assert WorkSpec.parse(str(spec)) == spec
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="format_duration and WorkSpec.__str__ use '{:g}', which keeps 6 "
-    "significant digits, so a value with more digits does not survive str() "
-    "and parse(); the supervisor passes str(work) to its workers, which then "
-    "do slightly different work than asked for",
-)
 @pytest.mark.parametrize("text", ["sleep:1.2345678s", "fail:0.1234567"])
 def test_a_spec_with_many_significant_digits_survives_the_round_trip(
     text: str,

@@ -73,7 +73,8 @@ def _parse_strategies(values: list[str] | None) -> list[str]:
     unknown = [name for name in names if name not in STRATEGY_NAMES]
     if unknown:
         raise typer.BadParameter(
-            f"unknown strategy {unknown[0]!r}: choose from {', '.join(STRATEGY_NAMES)}"
+            f"unknown strategy {unknown[0]!r}: choose from {', '.join(STRATEGY_NAMES)}",
+            param_hint="'--strategy'",
         )
     return list(dict.fromkeys(names))
 
@@ -141,7 +142,7 @@ VerboseOption = Annotated[
 
 
 def _bad_handler(exc: HandlerError) -> typer.BadParameter:
-    return typer.BadParameter(f"{exc.spec!r}: {exc.reason}", param_hint="--handler")
+    return typer.BadParameter(f"{exc.spec!r}: {exc.reason}", param_hint="'--handler'")
 
 
 def _check_handler(spec: str | None) -> None:
@@ -159,7 +160,7 @@ def _check_plot(path: str | None) -> None:
             plot.plot_format(path)
             plot.require_matplotlib()
         except (plot.PlotError, plot.PlotUnavailableError) as exc:
-            raise typer.BadParameter(str(exc), param_hint="--plot") from None
+            raise typer.BadParameter(str(exc), param_hint="'--plot'") from None
 
 
 def _measure(
@@ -245,7 +246,7 @@ def _parse_axis(text: str, option: str) -> list[int]:
     try:
         return sweep.parse_axis(text)
     except sweep.AxisError as exc:
-        raise typer.BadParameter(str(exc), param_hint=option) from None
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 @app.command("sweep")
@@ -283,7 +284,7 @@ def sweep_command(
         try:
             max_p99_ms = parse_duration(p99) * 1000
         except WorkSpecError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--p99") from None
+            raise typer.BadParameter(str(exc), param_hint="'--p99'") from None
     _check_handler(handler)
     _check_plot(plot_file)
     _setup_logging(verbose)

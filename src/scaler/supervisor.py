@@ -129,6 +129,7 @@ class WorkerProcess:
         self.process: asyncio.subprocess.Process | None = None
         self._run = run
         self._readers: list[asyncio.Task[None]] = []
+        self._stopping = False  # set once we stop it: its exit is ours
 
     @property
     def name(self) -> str:
@@ -168,8 +169,10 @@ class WorkerProcess:
         self.outcome.exit_code = returncode
         self.exited.set()
         self._run.changed.set()
-        if self.outcome.summary is None:
+        if self.outcome.summary is None and not self._stopping:
             log.warning("%s exited (rc=%d) without a summary", self.name, returncode)
+        elif self.outcome.summary is None:
+            log.info("%s stopped (rc=%d) before its summary", self.name, returncode)
         else:
             log.info("%s stopped (rc=%d)", self.name, returncode)
 
@@ -195,6 +198,7 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         """SIGTERM, the grace wait, SIGKILL; then read its pipes to the end."""
+        self._stopping = True
         if self.process is not None:
             await stop_process(self.process, self.name, STOP_WAIT_S)
         await asyncio.gather(*self._readers, return_exceptions=True)

@@ -68,10 +68,20 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest of ``ms`` or ``s`` that states ``seconds`` exactly."""
-    if seconds == 0 or seconds >= 1:
-        return f"{seconds:g}s"
-    return f"{seconds * 1000:g}ms"
+    """``seconds`` in ms below a second, else in s; exact, so it parses back."""
+    if 0 < seconds < 1:
+        ms = f"{seconds * 1000:.12g}"
+        if float(ms) / 1000 == seconds:
+            return f"{ms}ms"
+    return _plain(seconds) + "s"
+
+
+def _plain(value: float) -> str:
+    """``value`` in decimal digits, never an exponent, exact enough to parse back."""
+    text = repr(value)
+    if "e" in text:
+        text = f"{value:.17f}".rstrip("0").rstrip(".")
+    return text.removesuffix(".0")
 
 
 def _parse_fraction(text: str) -> float:
@@ -160,7 +170,7 @@ class WorkSpec:
     def __str__(self) -> str:
         terms = [str(step) for step in self.steps]
         if self.fail_rate:
-            terms.append(f"fail:{self.fail_rate:g}")
+            terms.append(f"fail:{_plain(self.fail_rate)}")
         return "+".join(terms) or "none"
 
     @property
