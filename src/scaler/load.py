@@ -146,12 +146,7 @@ class Load:
         elif record.run == self.run:
             outcome = self._worker(record.host, record.worker, 1, None)
             index = self.index[(record.host, record.worker)]
-            self.ledger.add(index, protocol.decode_done(record.done))
-            if isinstance(record, Progress):
-                outcome.progress = record
-            else:
-                outcome.summary = record
-                outcome.limit = record.limit
+            outcome.accept(record, self.ledger, index)
         self.changed.set()
 
     def _worker(

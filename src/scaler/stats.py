@@ -115,6 +115,17 @@ class WorkerOutcome:
     exit_code: int | None = None
     summary: Summary | None = None
     progress: Progress | None = None  # the latest one
+    reports: int = 0  # progress and summary records accepted so far
+
+    def accept(self, record: Progress | Summary, ledger: Ledger, index: int) -> None:
+        """Take in a record from this worker, the ``index``-th of its run."""
+        ledger.add(index, protocol.decode_done(record.done))
+        if isinstance(record, Progress):
+            self.progress = record
+        else:
+            self.summary = record
+            self.limit = record.limit
+        self.reports += 1
 
     @property
     def died(self) -> bool:

@@ -182,11 +182,7 @@ class WorkerProcess:
             outcome.host = record.host
             self.ready.set()
         elif isinstance(record, Progress | Summary):
-            self._run.ledger.add(self.index, protocol.decode_done(record.done))
-            if isinstance(record, Progress):
-                outcome.progress = record
-            else:
-                outcome.summary = record
+            outcome.accept(record, self._run.ledger, self.index)
         self._run.changed.set()
 
     async def _read_stderr(self) -> None:

@@ -5,7 +5,9 @@ workers' pipes, and by ``scaler load``, which reads copies of the same
 records over NATS.  Either way, a run is over when every published
 message is done, or when it is clear that the missing ones never will
 be: every worker still alive is idle and nothing has changed for
-``QUIESCE_S``.
+``QUIESCE_S``.  Idle must be fresh news: a worker whose loop is held by
+work that never awaits sends no records at all, and its silence is not
+taken for quiet.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from enum import StrEnum
 from scaler.stats import Ledger, WorkerOutcome
 
 QUIESCE_S = 1.0  # all idle and nothing new for this long: the rest is lost
+FRESH_REPORTS = 2  # records from every live worker since the last change
 
 
 class Outcome(StrEnum):
@@ -55,6 +58,7 @@ async def wait_until_done(
     deadline = loop.time() + timeout_s
     last_change = loop.time()
     last_seen: tuple[int, ...] = ()
+    reports_then: dict[int, int] = {}  # id(worker) -> its reports at last_change
     while True:
         now = loop.time()
         on_change(ledger.processed)
@@ -68,7 +72,10 @@ async def wait_until_done(
         seen = (ledger.processed, *(w.counters.received for w in live))
         if seen != last_seen or any(w.busy for w in live):
             last_seen, last_change = seen, now
-        elif now - last_change >= QUIESCE_S:
+            reports_then = {id(w): w.reports for w in workers}
+        elif now - last_change >= QUIESCE_S and all(
+            w.reports - reports_then.get(id(w), 0) >= FRESH_REPORTS for w in live
+        ):
             return Outcome.QUIESCENT
         if now >= deadline:
             return Outcome.TIMEOUT
