@@ -15,7 +15,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from nats.aio.msg import Msg
 
-from scaler import payload, protocol
+from scaler import payload, protocol, worker
 from scaler.protocol import Counters, Progress
 from scaler.stats import Ledger, WorkerOutcome
 from scaler.tracking import QUIESCE_S, Outcome, wait_until_done
@@ -75,7 +75,8 @@ def test_the_consumer_works_every_message_with_at_most_limit_in_flight(
         await gauge.all_seen.wait()
         # The last message is booked in the same step that set the event.
         assert consumer.counters.processed == 400
-        done = protocol.decode_done(consumer.take_done())
+        (batch,) = consumer.take_done()
+        done = protocol.decode_done(batch)
         assert sorted(done[0::2]) == list(range(400))
 
     gauge = Gauge(expect=400)
@@ -183,3 +184,24 @@ def test_a_worker_that_keeps_reporting_idle_ends_the_run_as_quiescent() -> None:
             reporter.cancel()
 
     assert asyncio.run(main()) is Outcome.QUIESCENT
+
+
+def test_completions_are_reported_in_batches_small_enough_for_nats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "DONE_BATCH", 3)
+    gauge = Gauge(expect=8)
+
+    async def main() -> list[str]:
+        consumer = Consumer(RUN, 4, gauge)
+        consumer.start()
+        for seq in range(8):
+            await consumer.on_message(message(seq))
+        await gauge.all_seen.wait()
+        return consumer.take_done()
+
+    batches = asyncio.run(main())
+    sizes = [len(protocol.decode_done(batch)) // 2 for batch in batches]
+    assert sizes == [3, 3, 2]
+    seqs = [s for b in batches for s in protocol.decode_done(b)[0::2]]
+    assert sorted(seqs) == list(range(8))

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 4.0  # to finish in-flight work; under honcho's and foreman's 5 s
 PROGRESS_INTERVAL_S = 0.25
+DONE_BATCH = 50_000  # messages a record reports done, at most: ~530 kB of base64
 YIELD_EVERY_NS = 50_000_000  # 50 ms: the longest the serving tasks hold the loop
 HISTOGRAM_MAX_US = 3_600_000_000  # one hour
 HISTOGRAM_DIGITS = 3  # significant digits: 0.1 % resolution
@@ -254,10 +255,17 @@ class Consumer:
             self.first_done_ns = finished_ns
         self.last_done_ns = finished_ns
 
-    def take_done(self) -> str:
-        """The completions since the last call, encoded for a record."""
+    def take_done(self) -> list[str]:
+        """The completions since the last call, encoded, one batch a record.
+
+        At least one batch, perhaps empty; at most ``DONE_BATCH`` messages
+        each, so that a record's copy on NATS stays under the server's
+        1 MB payload limit.
+        """
         done, self._done = self._done, array("I")
-        return protocol.encode_done(done)
+        step = 2 * DONE_BATCH
+        batches = [done[i : i + step] for i in range(0, len(done), step)]
+        return [protocol.encode_done(batch) for batch in batches] or [""]
 
     async def finish(self, sub: Subscription, grace_s: float) -> int:
         """Stop taking messages; finish those in flight within ``grace_s``.
@@ -389,7 +397,10 @@ class Worker:
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
-        await self.channel.send(self._summary(abandoned))
+        *earlier, last = consumer.take_done()
+        for done in earlier:
+            await self.channel.send(self._progress(sub, done))
+        await self.channel.send(self._summary(abandoned, last))
         if abandoned:
             log.warning("%s abandoned %d messages at shutdown", config.name, abandoned)
         if self.finished_by_load and not self.signalled.is_set():
@@ -436,26 +447,29 @@ class Worker:
 
     async def _report(self, sub: Subscription) -> None:
         """Send a progress record every PROGRESS_INTERVAL_S; watch the parent."""
-        config, consumer = self.config, self.consumer
+        config = self.config
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL_S)
-            await self.channel.send(
-                Progress(
-                    worker=config.name,
-                    run=self.run_id,
-                    counters=consumer.counters,
-                    in_flight=consumer.in_flight,
-                    pending=sub.pending_msgs,
-                    done=consumer.take_done(),
-                    last_done_ns=consumer.last_done_ns,
-                    host=self.host,
-                )
-            )
+            for done in self.consumer.take_done():
+                await self.channel.send(self._progress(sub, done))
             if config.parent_pid is not None and os.getppid() != config.parent_pid:
                 log.warning("%s: parent process went away; stopping", config.name)
                 self._on_signal()
 
-    def _summary(self, abandoned: int) -> Summary:
+    def _progress(self, sub: Subscription, done: str) -> Progress:
+        consumer = self.consumer
+        return Progress(
+            worker=self.config.name,
+            run=self.run_id,
+            counters=consumer.counters,
+            in_flight=consumer.in_flight,
+            pending=sub.pending_msgs,
+            done=done,
+            last_done_ns=consumer.last_done_ns,
+            host=self.host,
+        )
+
+    def _summary(self, abandoned: int, done: str) -> Summary:
         consumer = self.consumer
         cpu_s = time.process_time()  # before the histograms: they are not the work
         latency, wait = consumer.histograms()
@@ -466,7 +480,7 @@ class Worker:
             counters=consumer.counters,
             limit=self.config.limit,
             abandoned=abandoned,
-            done=consumer.take_done(),
+            done=done,
             first_done_ns=consumer.first_done_ns,
             last_done_ns=consumer.last_done_ns,
             service_s=consumer.service_s,
