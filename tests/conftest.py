@@ -41,6 +41,27 @@ SERVER_READY_S = 10.0  # nats-server start to "Server is ready"
 SERVER_STOP_S = 5.0  # nats-server SIGTERM to SIGKILL
 READER_JOIN_S = 5.0  # for a child's pipes to close once it has exited
 
+# Keys every run of a JSON document carries, and every process of a run.
+RUN_KEYS = {
+    "strategy",
+    "procs",
+    "limit",
+    "published",
+    "processed",
+    "lost",
+    "duplicates",
+    "foreign",
+    "wall_s",
+    "ideal_wall_s",
+    "throughput",
+    "effective_concurrency",
+    "efficiency",
+    "latency_ms",
+    "processes",
+    "dead_workers",
+}
+PROCESS_KEYS = {"name", "pid", "processed", "cpu_s", "max_rss_mb", "exit_code", "died"}
+
 _LISTENING = re.compile(r"Listening for client connections on (\S+):(\d+)")
 
 

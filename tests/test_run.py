@@ -13,7 +13,15 @@ from typing import Any
 import nats
 import pytest
 
-from conftest import SUPPORT_DIR, Finished, NatsServer, Spawner, pid_alive
+from conftest import (
+    PROCESS_KEYS,
+    RUN_KEYS,
+    SUPPORT_DIR,
+    Finished,
+    NatsServer,
+    Spawner,
+    pid_alive,
+)
 from scaler import payload
 from scaler.workload import WorkSpec
 
@@ -23,26 +31,6 @@ PUBLISH_TIMEOUT_S = 10.0  # connect, publish and flush a handful of messages
 PUBLISHED = r"INFO scaler\.supervisor: (\S+): published (\d+) messages"
 STARTED = r"INFO scaler\.supervisor: ({name}) started \(pid=(\d+)\)"
 SERVER_STARTED = r"nats-server started on \S+ \(pid=(\d+)\)"
-
-RUN_KEYS = {
-    "strategy",
-    "procs",
-    "limit",
-    "published",
-    "processed",
-    "lost",
-    "duplicates",
-    "foreign",
-    "wall_s",
-    "ideal_wall_s",
-    "throughput",
-    "effective_concurrency",
-    "efficiency",
-    "latency_ms",
-    "processes",
-    "dead_workers",
-}
-PROCESS_KEYS = {"name", "pid", "processed", "cpu_s", "max_rss_mb", "exit_code", "died"}
 
 
 def runs_by_strategy(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

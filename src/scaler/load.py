@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from nats.aio.msg import Msg
 
 from scaler import control, payload, protocol
 from scaler.errors import ExitCode, WorkerStartError
+from scaler.loop import on_stop_signals
 from scaler.protocol import Progress, ProtocolError, Published, Ready, Summary
 from scaler.publisher import publish
 from scaler.server import close_quietly, connect
@@ -64,18 +64,13 @@ class Load:
         self.signal: int | None = None
         self.work = ""
 
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-
     def _on_signal(self, signum: int) -> None:
         self.signal = signum
         self.changed.set()
 
     async def main(self) -> ExitCode:
         config = self.config
-        self.install_signal_handlers()
+        on_stop_signals(self._on_signal)
         nc = await connect(
             config.server, config.token, name="scaler-load", patient=True
         )

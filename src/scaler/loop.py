@@ -1,8 +1,9 @@
-"""Running a coroutine on a fresh event loop, created in this process."""
+"""Event loops: a fresh one for each process, and the signals it listens to."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -34,3 +35,17 @@ def run(main: Coroutine[Any, Any, T], kind: LoopKind = LoopKind.UVLOOP) -> T:
     """
     with asyncio.Runner(loop_factory=_factory(kind)) as runner:
         return runner.run(main)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def on_stop_signals(callback: Callable[[int], None]) -> None:
+    """Have the running loop call ``callback(signum)`` on SIGINT or SIGTERM.
+
+    The callback runs on the loop, between steps: it records that the
+    signal came, and the main coroutine decides what to do about it.
+    """
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, callback, signum)

@@ -20,7 +20,6 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from nats.aio.client import Client
 
 from scaler import payload, protocol
 from scaler.errors import ExitCode, WorkerStartError
+from scaler.loop import on_stop_signals
 from scaler.protocol import Progress, ProtocolError, Ready, Summary
 from scaler.publisher import publish
 from scaler.server import (
@@ -228,9 +228,7 @@ class Supervisor:
         self._run: Run | None = None
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        on_stop_signals(self._on_signal)
 
     def _on_signal(self, signum: int) -> None:
         self.signal = signum

@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import resource
-import signal
 import socket
 import sys
 import time
@@ -46,6 +45,7 @@ from nats.errors import SlowConsumerError
 
 from scaler import control, payload, protocol
 from scaler.handler import Handler
+from scaler.loop import on_stop_signals
 from scaler.protocol import Counters, Progress, Ready, Summary
 from scaler.server import close_quietly, connect
 from scaler.workload import WorkSpec
@@ -343,12 +343,7 @@ class Worker:
         self.signalled = asyncio.Event()
         self.finished_by_load = False
 
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal)
-
-    def _on_signal(self) -> None:
+    def _on_signal(self, signum: int | None = None) -> None:
         self.signalled.set()
         self.stop.set()
 
@@ -370,7 +365,7 @@ class Worker:
     async def main(self) -> int:
         """Serve until told to stop; returns the process exit code."""
         config, consumer = self.config, self.consumer
-        self.install_signal_handlers()
+        on_stop_signals(self._on_signal)
         nc = await connect(
             config.server,
             config.token,
