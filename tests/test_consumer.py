@@ -15,11 +15,12 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from nats.aio.msg import Msg
 
-from scaler import payload, protocol, worker
+from scaler import consumer as consumer_module
+from scaler import payload, protocol
+from scaler.consumer import HISTOGRAM_DIGITS, HISTOGRAM_MAX_US, Consumer, _histogram
 from scaler.protocol import Counters, Progress
 from scaler.stats import Ledger, WorkerOutcome
 from scaler.tracking import QUIESCE_S, Outcome, wait_until_done
-from scaler.worker import HISTOGRAM_DIGITS, HISTOGRAM_MAX_US, Consumer, _histogram
 
 RUN = "feedbeef"
 LOOP_TIMEOUT_S = 10.0  # bound on each test's event loop
@@ -189,7 +190,7 @@ def test_a_worker_that_keeps_reporting_idle_ends_the_run_as_quiescent() -> None:
 def test_completions_are_reported_in_batches_small_enough_for_nats(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker, "DONE_BATCH", 3)
+    monkeypatch.setattr(consumer_module, "DONE_BATCH", 3)
     gauge = Gauge(expect=8)
 
     async def main() -> list[str]:
