@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from scaler import load, loop, plot, report, server, sweep, worker
+from scaler import load, loop, payload, plot, report, server, sweep, worker
 from scaler.combined import report_main
 from scaler.errors import ExitCode, ScalerError
 from scaler.handler import HandlerError, load_handler
@@ -114,7 +114,10 @@ HandlerOption = Annotated[
     ),
 ]
 MessagesOption = Annotated[
-    int, typer.Option(min=1, help="Messages published for each run.")
+    int,
+    typer.Option(
+        min=1, max=payload.MAX_MESSAGES, help="Messages published for each run."
+    ),
 ]
 SubjectOption = Annotated[str, typer.Option(help="Subject the workers subscribe to.")]
 PublishOption = Annotated[
@@ -406,7 +409,7 @@ def server_command(
 
 @app.command("load")
 def load_command(
-    messages: Annotated[int, typer.Option(min=1, help="Messages to publish.")] = 400,
+    messages: MessagesOption = 400,
     workers: Annotated[
         int | None,
         typer.Option(

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from scaler import protocol, report
+from scaler import payload, protocol, report
 from scaler.errors import ExitCode
 from scaler.protocol import (
     Progress,
@@ -55,7 +55,6 @@ from scaler.protocol import (
 from scaler.stats import Ledger, RunResult, WorkerOutcome, summarize
 
 STRATEGY = "procfile"  # the strategy column of every run read from a log
-MAX_MESSAGES = 1 << 28  # one run's ledger at most: 6 bytes a message, 1.6 GB
 PROBLEMS_KEPT = 3  # damaged lines quoted in a warning; the rest are counted
 
 # honcho and foreman: "HH:MM:SS name | text", the name padded with spaces.
@@ -144,8 +143,10 @@ def read_records(lines: Iterable[str], source: str = "-") -> CombinedLog:
 def _decode(text: str) -> Record | None:
     """protocol.decode, with a bound on the count a record may claim."""
     record = protocol.decode(text)
-    if isinstance(record, Published) and record.count > MAX_MESSAGES:
-        raise ProtocolError(f"a count of {record.count:,} is past {MAX_MESSAGES:,}")
+    if isinstance(record, Published) and record.count > payload.MAX_MESSAGES:
+        raise ProtocolError(
+            f"a count of {record.count:,} is past {payload.MAX_MESSAGES:,}"
+        )
     return record
 
 
@@ -419,7 +420,9 @@ def _published(
             max(p.finished_ns for p in run.published),
         )
     highest = max((max(b[0::2]) for worker in batches for b in worker if b), default=-1)
-    highest = min(highest, MAX_MESSAGES - 1)  # a wild number: the rest is unknown
+    highest = min(
+        highest, payload.MAX_MESSAGES - 1
+    )  # a wild number: the rest is unknown
     warnings.append(
         f"run {run_id}: no published record; assuming {highest + 1:,} messages "
         "(the highest sequence number seen + 1), so loss at the end goes unseen "

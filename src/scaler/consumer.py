@@ -137,7 +137,11 @@ class Consumer:
     async def on_message(self, msg: Msg) -> None:
         """The subscription's callback: sort, count, and hand over."""
         stamped = payload.decode(msg.data)
-        if stamped is None or (self.run is not None and stamped.run != self.run):
+        if (
+            stamped is None
+            or (self.run is not None and stamped.run != self.run)
+            or stamped.seq >= payload.MAX_MESSAGES
+        ):
             self.counters.foreign += 1
             return
         if self.run is None:
@@ -207,7 +211,7 @@ class Consumer:
     async def finish(self, sub: Subscription, grace_s: float) -> int:
         """Stop taking messages; finish those in flight within ``grace_s``.
 
-        Messages delivered but not yet started, in our queue or in the
+        Messages delivered but not yet started, in the backlog or in the
         client's pending buffer, are abandoned, as is whatever is still
         in flight when the grace period runs out.  Returns how many.
         """

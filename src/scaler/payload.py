@@ -10,8 +10,9 @@ Every message starts with a fixed 28-byte header, then the body
 
 A fixed binary header costs one ``struct`` call to read, where text or
 NATS headers would cost several times more on the worker's hot path.
-Anything that does not start with the magic, or carries another run id,
-is *foreign*: counted, never processed, never an error.
+Anything that does not start with the magic, carries another run id, or
+a sequence number past ``MAX_MESSAGES``, is *foreign*: counted, never
+processed, never an error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import secrets
 import struct
 from typing import NamedTuple
 
+MAX_MESSAGES = 1 << 28  # one run at most: what a worker's and a reader's books allow
 MAGIC = b"SCL1"
 RUN_ID_LEN = 8  # ASCII characters
 _HEADER = struct.Struct("!4s8sQQ")
