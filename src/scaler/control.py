@@ -3,8 +3,6 @@
 Processes started by a Procfile manager share no pipes, so everything
 between the publisher and the workers travels through NATS:
 
-``scaler.control.hello``
-    A worker's ``ready`` record, published once it is subscribed.
 ``scaler.control.ping``
     A request from ``scaler load``; every worker answers with its
     ``ready`` record, so workers that started first are found too.
@@ -14,8 +12,9 @@ between the publisher and the workers travels through NATS:
     ``{"run": ID}``: run ID is over; finish what is held, write the
     summary, then wait to be stopped.
 ``scaler.control.records``
-    A copy of every record a worker writes to its stdout, so that the
-    publisher can tell when every message is done.
+    A copy of every record a worker writes to its stdout, its ``ready``
+    record first, so that the publisher finds the workers that start
+    after it and can tell when every message is done.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import json
 
 PREFIX = "scaler.control"
-HELLO = f"{PREFIX}.hello"
 PING = f"{PREFIX}.ping"
 START = f"{PREFIX}.start"
 FINISH = f"{PREFIX}.finish"

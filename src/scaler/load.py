@@ -80,7 +80,6 @@ class Load:
             await close_quietly(nc)
 
     async def _run(self, nc: Client) -> ExitCode:
-        await nc.subscribe(control.HELLO, cb=self._on_record)
         await nc.subscribe(control.RECORDS, cb=self._on_record)
         inbox = nc.new_inbox()
         await nc.subscribe(inbox, cb=self._on_record)

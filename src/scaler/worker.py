@@ -156,7 +156,6 @@ class Worker:
         await nc.flush()
         self.channel.attach(nc)
         await self.channel.send(self.ready_record())
-        await nc.publish(control.HELLO, protocol.encode(self.ready_record()).encode())
         log.info("%s ready (pid=%d, limit=%d)", config.name, os.getpid(), config.limit)
 
         reporter = asyncio.create_task(self._report(sub))
