@@ -34,8 +34,6 @@ from scaler.supervisor import (
 )
 from scaler.workload import GRAMMAR, WorkSpec, WorkSpecError, parse_duration
 
-log = logging.getLogger("scaler")
-
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 DEFAULT_WORK = WorkSpec.parse("sleep:0-0.5")  # the seed demo's work
 SWEEP_WORK = WorkSpec.parse("sleep:10ms")  # short enough for a grid of runs
