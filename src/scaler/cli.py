@@ -101,7 +101,7 @@ WorkOption = Annotated[
     typer.Option(
         parser=_parse_work,
         metavar="SPEC",
-        help=f"What one message costs: {GRAMMAR}. D is like 20ms or 0.5s.",
+        help=f"What one message costs: {GRAMMAR}. D is like 20ms or 0.5s, P like 5%.",
     ),
 ]
 HandlerOption = Annotated[
