@@ -120,10 +120,12 @@ def exec_server(
 
 @dataclass
 class EmbeddedServer:
-    """A running nats-server child: where it listens, and its token."""
+    """A running nats-server child: its URL, token and process."""
 
     url: str
     token: str
+    process: asyncio.subprocess.Process
+    log_tail: collections.deque[str]
 
     @property
     def env(self) -> dict[str, str]:
@@ -166,8 +168,8 @@ async def embedded_server(
             address = await _wait_ready(process, tail)
             url = f"nats://{address}"
             log.info("nats-server started on %s (pid=%d)", url, process.pid)
-            drain = asyncio.create_task(_keep_reading(process))
-            yield EmbeddedServer(url, token)
+            drain = asyncio.create_task(_keep_reading(process, tail))
+            yield EmbeddedServer(url, token, process, tail)
         finally:
             await stop_process(process, "nats-server")
             if drain is not None:
@@ -205,11 +207,13 @@ async def _wait_ready(
     return address
 
 
-async def _keep_reading(process: asyncio.subprocess.Process) -> None:
-    """Keep the server's stderr pipe from filling up; its log goes to DEBUG."""
+async def _keep_reading(
+    process: asyncio.subprocess.Process, tail: collections.deque[str]
+) -> None:
+    """Keep the server's stderr pipe from filling up; remember the last lines."""
     assert process.stderr is not None
     async for line in process.stderr:
-        log.debug("nats-server: %s", line.decode(errors="replace").rstrip())
+        tail.append(line.decode(errors="replace").rstrip())
 
 
 async def stop_process(
