@@ -172,7 +172,8 @@ def _measure(
 ) -> tuple[list[RunResult], ExitCode]:
     """Run the strategies with a progress bar on a terminal; exit on errors."""
     stderr = Console(stderr=True)
-    display = report.ProgressBar(stderr) if stderr.is_terminal else None
+    bars = report.ProgressBar(stderr, runs=len(strategies))
+    display = bars if stderr.is_terminal else None
     with _errors_to_exit():
         try:
             results, signum = loop.run(

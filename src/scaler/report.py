@@ -28,9 +28,9 @@ CPU_BOUND_BUSY = 1.5  # slots busy in one process below which a handler computes
 
 
 class ProgressBar:
-    """A rich progress bar on stderr, one task per strategy."""
+    """Rich progress bars on stderr: one per strategy, and one for them all."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, runs: int = 1) -> None:
         self._progress = Progress(
             TextColumn("{task.description:<16}"),
             BarColumn(),
@@ -39,20 +39,34 @@ class ProgressBar:
             console=console,
             transient=False,
         )
+        self._runs = runs
         self._task: TaskID | None = None
+        self._overall: TaskID | None = None  # with several runs: messages settled
+        self._settled = 0  # messages of the runs already over, processed or lost
+        self._total = 0
 
     def start(self, strategy: Strategy, total: int) -> None:
-        if self._task is None and not self._progress.live.is_started:
+        if not self._progress.live.is_started:
             self._progress.start()
-        label = f"{strategy.name} {strategy.procs}×{strategy.limit}"
+        if self._runs > 1 and self._overall is None:
+            label = f"all {self._runs} runs"
+            self._overall = self._progress.add_task(label, total=self._runs * total)
+        shape = f"{strategy.procs}×{strategy.limit}"
+        label = shape if strategy.name == shape else f"{strategy.name} {shape}"
         self._task = self._progress.add_task(label, total=total)
+        self._total = total
 
     def update(self, processed: int) -> None:
         if self._task is not None:
             self._progress.update(self._task, completed=processed)
+        if self._overall is not None:
+            self._progress.update(self._overall, completed=self._settled + processed)
 
     def stop(self) -> None:
         if self._task is not None:
+            self._settled += self._total
+            if self._overall is not None:
+                self._progress.update(self._overall, completed=self._settled)
             self._progress.refresh()
         self._task = None
 
