@@ -123,6 +123,10 @@ def test_the_ideal_is_littles_law_capped_by_cores() -> None:
     assert plot.ideal_throughput(64, 0.010) == pytest.approx(6400)
     assert plot.ideal_throughput(64, 0.002, cores=2) == pytest.approx(1000)
     assert plot.ideal_throughput(1, 0.002, cores=2) == pytest.approx(500)
+    # 9 ms waiting + 1 ms computing: two cores cap it at 2,000 msg/s, past
+    # the 20 messages in flight that reach that rate.
+    assert plot.ideal_throughput(10, 0.010, 2, cpu_s=0.001) == pytest.approx(1000)
+    assert plot.ideal_throughput(64, 0.010, 2, cpu_s=0.001) == pytest.approx(2000)
 
 
 def test_a_comparison_chart_draws_each_strategy_as_a_bar(tmp_path: Path) -> None:

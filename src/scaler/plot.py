@@ -108,11 +108,21 @@ def mean_service_s(results: Sequence[RunResult], work: WorkSpec | None) -> float
 
 
 def ideal_throughput(
-    concurrency: float, service_s: float, cores: int | None = None
+    concurrency: float,
+    service_s: float,
+    cores: int | None = None,
+    cpu_s: float | None = None,
 ) -> float:
-    """Little's law: messages in flight over service time, capped by cores."""
-    working = concurrency if cores is None else min(concurrency, cores)
-    return working / service_s
+    """Little's law: messages in flight over service time, capped by the cores.
+
+    ``cpu_s`` is the part of the service time that computes (all of it
+    when not given); the cores can do no more than ``cores / cpu_s``
+    messages a second, however many are in flight.
+    """
+    waiting_bound = concurrency / service_s
+    if cores is None:
+        return waiting_bound
+    return min(waiting_bound, cores / (service_s if cpu_s is None else cpu_s))
 
 
 def plot_sweep(
@@ -136,8 +146,11 @@ def plot_sweep(
     service_s = mean_service_s(results, work)
     top = best
     if service_s is not None:
-        cap = (cores or os.cpu_count() or 1) if work and work.is_cpu_bound else None
-        top = max(top, _draw_ideal(ax, results, service_s, cap, best * IDEAL_SHOWN))
+        computes = work is not None and work.mean_cpu_s > 0
+        cap = (cores or os.cpu_count() or 1) if computes else None
+        cpu_s = work.mean_cpu_s if work is not None and computes else None
+        ceiling = best * IDEAL_SHOWN
+        top = max(top, _draw_ideal(ax, results, service_s, cap, cpu_s, ceiling))
 
     for procs in sorted({r.procs for r in shown}):
         line = sorted((r for r in shown if r.procs == procs), key=lambda r: r.slots)
@@ -166,15 +179,18 @@ def _draw_ideal(
     results: Sequence[RunResult],
     service_s: float,
     cores: int | None,
+    cpu_s: float | None,
     ceiling: float,
 ) -> float:
     """Draw the ideal as a dashed curve; return the highest value shown."""
     low = min(r.slots for r in results)
     high = max(r.slots for r in results)
     xs = [low * (high / low) ** (i / (IDEAL_POINTS - 1)) for i in range(IDEAL_POINTS)]
-    if cores is not None and low < cores < high:
-        xs = sorted([*xs, float(cores)])
-    ys = [ideal_throughput(x, service_s, cores) for x in xs]
+    if cores is not None:
+        knee = cores * service_s / (cpu_s or service_s)  # where the cores run out
+        if low < knee < high:
+            xs = sorted([*xs, knee])
+    ys = [ideal_throughput(x, service_s, cores, cpu_s) for x in xs]
     label = f"ideal: concurrency ÷ {service_s * 1000:,.3g} ms mean service"
     if cores is not None:
         label += f", at most {cores} cores"
