@@ -130,3 +130,25 @@ def test_a_bad_sweep_axis_is_a_usage_error(spawn: Spawner) -> None:
 
     assert finished.returncode == 2
     assert "--procs" in finished.stderr
+
+
+def test_a_paced_run_publishes_no_faster_than_its_rate(spawn: Spawner) -> None:
+    finished = spawn.run_scaler(
+        "run",
+        "--strategy", "combined",
+        "--procs", "2",
+        "--limit", "4",
+        "--messages", "60",
+        "--rate", "100",
+        "--work", "sleep:2ms",
+        "--json",
+    )  # fmt: skip
+
+    assert finished.returncode == 0, finished.stderr
+    doc = finished.json()
+    assert doc["workload"]["rate"] == 100
+    (run,) = doc["runs"]
+    assert run["processed"] == 60
+    # The last message may not leave before 59 / 100 s, nor finish before.
+    assert run["wall_s"] >= 0.59
+    assert run["ideal_wall_s"] >= 0.59

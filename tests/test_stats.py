@@ -12,6 +12,7 @@ from scaler.protocol import Counters, Progress, Summary
 from scaler.stats import (
     Ledger,
     WorkerOutcome,
+    ideal_wall_s,
     makespan,
     merge_histograms,
     percentiles_ms,
@@ -286,3 +287,24 @@ def test_the_json_form_of_a_result_names_every_documented_field() -> None:
 
     assert doc.keys() >= RUN_KEYS
     assert doc["processes"][0]["processed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("costs", "arrivals", "slots", "expected"),
+    [
+        ([1.0, 1.0], [0.0, 5.0], 1, 6.0),  # idle until the second arrives
+        ([3.0, 1.0], [0.0, 1.0], 2, 3.0),  # the second fits beside the first
+        ([1.0, 1.0, 1.0], [0.0, 0.0, 0.5], 1, 3.0),  # a backlog: arrival is moot
+    ],
+)
+def test_makespan_waits_for_each_message_to_arrive(
+    costs: list[float], arrivals: list[float], slots: int, expected: float
+) -> None:
+    assert makespan(costs, slots, arrivals) == pytest.approx(expected)
+
+
+def test_the_ideal_of_a_paced_run_starts_each_message_at_its_publish_time() -> None:
+    jobs = [(0, 0.1), (2, 0.1)]  # seq 1 was lost; seq 2 arrives at 2 / rate
+
+    assert ideal_wall_s(jobs, slots=4, rate=10.0) == pytest.approx(0.3)
+    assert ideal_wall_s(jobs, slots=4, rate=0.0) == pytest.approx(0.1)

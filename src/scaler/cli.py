@@ -131,6 +131,13 @@ LoopOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document and nothing else.")
 ]
+RateOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Publish at this many messages a second; 0: all at once, as a burst.",
+    ),
+]
 PlotOption = Annotated[
     str | None,
     typer.Option(
@@ -204,6 +211,7 @@ def run_command(
         int, typer.Option(min=1, help="Messages in flight per process (L).")
     ] = 25,
     messages: MessagesOption = 400,
+    rate: RateOption = 0.0,
     work: WorkOption = DEFAULT_WORK,
     handler: HandlerOption = None,
     strategy: Annotated[
@@ -229,7 +237,15 @@ def run_command(
     _check_plot(plot_file)
     _setup_logging(verbose)
     workload = Workload(
-        messages, work, subject, publish_to, queue, timeout, loop_kind.value, handler
+        messages,
+        work,
+        subject,
+        publish_to,
+        queue,
+        timeout,
+        loop_kind.value,
+        handler,
+        rate,
     )
     strategies = make_strategies(names, procs, limit)
     results, code = _measure(server_url, workload, strategies, loop_kind)
@@ -260,6 +276,7 @@ def sweep_command(
         str, typer.Option(help="Limits per process, in the same form.")
     ] = "1,10,50",
     messages: MessagesOption = 2000,
+    rate: RateOption = 0.0,
     work: WorkOption = SWEEP_WORK,
     handler: HandlerOption = None,
     p99: Annotated[
@@ -291,7 +308,15 @@ def sweep_command(
     _check_plot(plot_file)
     _setup_logging(verbose)
     workload = Workload(
-        messages, work, subject, publish_to, queue, timeout, loop_kind.value, handler
+        messages,
+        work,
+        subject,
+        publish_to,
+        queue,
+        timeout,
+        loop_kind.value,
+        handler,
+        rate,
     )
     results, code = _measure(
         server_url, workload, sweep.grid(proc_counts, limits), loop_kind
@@ -409,6 +434,7 @@ def server_command(
 @app.command("load")
 def load_command(
     messages: MessagesOption = 400,
+    rate: RateOption = 0.0,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -441,6 +467,7 @@ def load_command(
         workers=workers,
         ready_timeout_s=ready_timeout,
         timeout_s=timeout,
+        rate=rate,
     )
     with _errors_to_exit():
         code = loop.run(load.run(config))

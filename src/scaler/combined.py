@@ -355,8 +355,9 @@ def _account(run_id: str, run: _Run, name: str) -> RunReport:
         )
     last_done = max((o.last_done_ns for o in outcomes), default=0)
     stopped_ns = max(finished_ns, last_done, started_ns)
+    rate = max((p.rate for p in run.published), default=0.0)
     result = summarize(
-        name, len(workers), limit, ledger, outcomes, started_ns, stopped_ns
+        name, len(workers), limit, ledger, outcomes, started_ns, stopped_ns, rate=rate
     )
     return RunReport(run_id, result, _work(run, workers), bool(run.published), warnings)
 

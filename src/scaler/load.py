@@ -48,6 +48,7 @@ class LoadConfig:
     workers: int | None  # None: whoever has shown up once SETTLE_S passes
     ready_timeout_s: float
     timeout_s: float
+    rate: float = 0.0  # messages a second; 0: all at once
 
 
 class Load:
@@ -95,6 +96,7 @@ class Load:
             self.run,
             self.config.messages,
             should_stop=lambda: self.signal is not None,
+            rate=self.config.rate,
         )
         self.ledger.published = published.count
         _print_record(
@@ -106,6 +108,7 @@ class Load:
                 subject=self.config.publish_subject,
                 work=self.work,
                 workers=len(self.workers),
+                rate=self.config.rate,
             )
         )
         log.info("published %d messages as run %s", published.count, self.run)

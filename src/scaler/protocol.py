@@ -110,6 +110,7 @@ class Published:
     subject: str = ""
     work: str = ""
     workers: int = 0  # workers that were ready when publishing began
+    rate: float = 0.0  # messages a second it was paced at; 0: all at once
 
 
 Record = Ready | Progress | Summary | Published

@@ -28,18 +28,27 @@ async def publish(
     run: str,
     count: int,
     should_stop: Callable[[], bool] = lambda: False,
+    rate: float = 0.0,
 ) -> Published:
     """Publish ``count`` messages of run ``run`` to ``subject``, then flush.
 
-    The flush matters: without it, a publisher that exits at once loses
-    what is still in its buffer.  ``should_stop`` is asked between
-    batches; when it says yes, publishing ends early and the count says
-    how many went out.
+    With a ``rate`` (messages a second), message ``seq`` goes out no
+    sooner than ``seq / rate`` seconds after the first; without one, all
+    go out as fast as the client can send them.  The flush matters:
+    without it, a publisher that exits at once loses what is still in its
+    buffer.  ``should_stop`` is asked between batches; when it says yes,
+    publishing ends early and the count says how many went out.
     """
+    loop = asyncio.get_running_loop()
     run_bytes = run.encode("ascii")
     started_ns = time.time_ns()
+    start = loop.time()
     sent = 0
     for seq in range(count):
+        if rate and (ahead := start + seq / rate - loop.time()) > 0:
+            await asyncio.sleep(ahead)  # pacing: the schedule is the point
+            if should_stop():
+                break
         body = b"hello %d" % seq
         await nc.publish(subject, payload.encode(run_bytes, seq, time.time_ns(), body))
         sent += 1

@@ -11,6 +11,7 @@ import heapq
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -56,10 +57,16 @@ class Ledger:
 
     def service_times_s(self, worker: int | None = None) -> list[float]:
         """Service times in publish order, of one worker or of all."""
+        return [cost for _, cost in self.jobs(worker)]
+
+    def jobs(self, worker: int | None = None) -> list[tuple[int, float]]:
+        """(seq, service time in s) of the messages done, in publish order."""
         wanted = None if worker is None else worker + 1
         return [
-            (us - 1) / 1e6
-            for us, who in zip(self._service_us, self._owner, strict=True)
+            (seq, (us - 1) / 1e6)
+            for seq, (us, who) in enumerate(
+                zip(self._service_us, self._owner, strict=True)
+            )
             if us and (wanted is None or who == wanted)
         ]
 
@@ -70,15 +77,27 @@ class Ledger:
         return counts[1:]
 
 
-def makespan(service_s: Iterable[float], slots: int) -> float:
+def makespan(
+    service_s: Iterable[float], slots: int, arrivals_s: Iterable[float] | None = None
+) -> float:
     """Wall time of a perfect dispatcher with ``slots`` slots and no overhead.
 
-    Messages are taken in order; each goes to the slot that frees first.
+    Messages are taken in order; each goes to the slot that frees first,
+    but not before it arrives (``arrivals_s``: all at once when None).
     """
     free_at = [0.0] * max(slots, 1)
-    for cost in service_s:
-        heapq.heapreplace(free_at, free_at[0] + cost)
+    arrivals = repeat(0.0) if arrivals_s is None else arrivals_s
+    for cost, arrival in zip(service_s, arrivals, strict=False):  # repeat: endless
+        heapq.heapreplace(free_at, max(free_at[0], arrival) + cost)
     return max(free_at)
+
+
+def ideal_wall_s(jobs: Sequence[tuple[int, float]], slots: int, rate: float) -> float:
+    """``makespan`` of (seq, cost) jobs published at ``rate`` a second (0: at once)."""
+    if not jobs:
+        return 0.0
+    arrivals = [seq / rate for seq, _ in jobs] if rate else None
+    return makespan([cost for _, cost in jobs], slots, arrivals)
 
 
 def merge_histograms(encoded: Iterable[str]) -> HdrHistogram | None:
@@ -225,23 +244,25 @@ def summarize(
     *,
     timed_out: bool = False,
     interrupted: bool = False,
+    rate: float = 0.0,
 ) -> RunResult:
     """Turn the ledger and the workers' outcomes into one RunResult.
 
     ``started_ns`` is when the first message was published; the run's wall
     time ends at the last completion any worker reported, or at
-    ``stopped_ns`` when nothing completed.
+    ``stopped_ns`` when nothing completed.  ``rate`` is the pace messages
+    were published at, per second; 0 means all at once.
     """
     last_done = max((o.last_done_ns for o in outcomes), default=0)
     end_ns = last_done if last_done > started_ns else stopped_ns
     wall_s = max((end_ns - started_ns) / 1e9, 1e-9)
 
-    all_service = ledger.service_times_s()
-    service_total = sum(all_service)
-    ideal = makespan(all_service, procs * limit) if all_service else 0.0
+    jobs = ledger.jobs()
+    service_total = sum(cost for _, cost in jobs)
+    ideal = ideal_wall_s(jobs, procs * limit, rate)
     distributed = max(
         (
-            makespan(ledger.service_times_s(i), outcome.limit)
+            ideal_wall_s(ledger.jobs(i), outcome.limit, rate)
             for i, outcome in enumerate(outcomes)
         ),
         default=0.0,

@@ -89,6 +89,7 @@ class Workload:
     timeout_s: float = 300.0
     loop: str = "uvloop"
     handler: str | None = None  # module:function run instead of ``work``
+    rate: float = 0.0  # messages a second to publish at; 0: all at once
 
     @property
     def work_text(self) -> str:
@@ -105,6 +106,7 @@ class Workload:
             "server": redact(server_url) if server_url else "embedded",
             "loop": self.loop,
             "timeout_s": self.timeout_s,
+            "rate": self.rate,
             "cpus": os.cpu_count(),
         }
 
@@ -268,6 +270,7 @@ class Supervisor:
                     run.id,
                     workload.messages,
                     should_stop=lambda: self.signal is not None,
+                    rate=workload.rate,
                 )
                 started_ns = published.started_ns
                 run.ledger.published = published.count
@@ -293,6 +296,7 @@ class Supervisor:
             stopped_ns,
             timed_out=outcome is Outcome.TIMEOUT,
             interrupted=outcome is Outcome.INTERRUPTED,
+            rate=workload.rate,
         )
 
     def _worker_argv(self, worker: WorkerProcess, run: Run) -> list[str]:
