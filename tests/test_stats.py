@@ -69,7 +69,7 @@ def test_a_second_report_of_a_message_is_a_duplicate_and_the_first_counts() -> N
     assert ledger.processed == 1
     assert ledger.duplicates == 2
     assert ledger.lost == 1
-    assert ledger.service_times_s() == [0.0001]
+    assert ledger.jobs() == [(1, 0.0001)]
     assert ledger.count_by_worker(2) == [1, 0]
 
 
@@ -90,7 +90,7 @@ def test_a_message_with_zero_service_time_still_counts_as_done() -> None:
 
     assert ledger.processed == 1
     assert ledger.lost == 0
-    assert ledger.service_times_s() == [0.0]
+    assert ledger.jobs() == [(0, 0.0)]
 
 
 def test_service_times_come_in_publish_order_per_worker_or_for_all() -> None:
@@ -99,9 +99,9 @@ def test_service_times_come_in_publish_order_per_worker_or_for_all() -> None:
     ledger.add(1, done((3, 4000), (0, 1000)))
     ledger.add(0, done((2, 3000), (1, 2000)))
 
-    assert ledger.service_times_s() == [0.001, 0.002, 0.003, 0.004]
-    assert ledger.service_times_s(0) == [0.002, 0.003]
-    assert ledger.service_times_s(1) == [0.001, 0.004]
+    assert ledger.jobs() == [(0, 0.001), (1, 0.002), (2, 0.003), (3, 0.004)]
+    assert ledger.jobs(0) == [(1, 0.002), (2, 0.003)]
+    assert ledger.jobs(1) == [(0, 0.001), (3, 0.004)]
 
 
 def test_a_ledger_with_nothing_published_reports_nothing_lost() -> None:

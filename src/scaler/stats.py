@@ -55,10 +55,6 @@ class Ledger:
     def lost(self) -> int:
         return self.published - self.processed
 
-    def service_times_s(self, worker: int | None = None) -> list[float]:
-        """Service times in publish order, of one worker or of all."""
-        return [cost for _, cost in self.jobs(worker)]
-
     def jobs(self, worker: int | None = None) -> list[tuple[int, float]]:
         """(seq, service time in s) of the messages done, in publish order."""
         wanted = None if worker is None else worker + 1
